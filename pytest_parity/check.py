@@ -1,0 +1,301 @@
+"""One parity check, start to finish: prepare -> run the source -> bridge -> run the target -> compare -> result.
+
+Data flows one way and only numpy crosses between frameworks. The source is always the reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pytest_parity import bridge, compare
+from pytest_parity.errors import ParityError, ParityUsageError
+from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
+from pytest_parity.result import Comparison, ParityResult
+from pytest_parity.settings import ParitySettings
+from pytest_parity.weight_matching import WeightMatching, match_weights
+
+# A transferred weight must be a copy: float32 resolution is ~6e-8 relative, converters only move elements around.
+WEIGHT_ATOL = 0.0
+WEIGHT_RTOL = 1e-6
+# How many failing tensors of each kind a failure message lists before it summarises the rest.
+MAX_LISTED_FAILURES = 8
+
+DEFAULT_TARGET = {"tensorflow": "torch", "torch": "torch"}
+
+
+def seeded_generator(seed_key: str, seed: int, purpose: str) -> np.random.Generator:
+    """The same stream for the same test, seed and purpose on every machine (no process-salted hash())."""
+    digest = hashlib.sha256(f"{seed_key}|{seed}|{purpose}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+class DeviceUnavailable(Exception):
+    """The requested device cannot be used by a framework this check needs; the plugin skips with the message."""
+
+
+def run_check(source_model: Any, target_model: Any, inputs: Any, settings: ParitySettings, device: str,
+              seed_key: str) -> ParityResult:
+    if target_model is not None:
+        raise ParityUsageError(
+            "port mode (parity.check(source, target, ...) with a hand-written target model) is not available in this "
+            "version of pytest-parity; call parity.check(source, inputs=...) to check the source against its "
+            "converted twin"
+        )
+    source_framework = detect_framework(source_model)
+    model_inputs = flatten_inputs(inputs)
+    target_framework = settings.target or DEFAULT_TARGET[source_framework]
+    source = load_adapter(source_framework, source_model)
+    _require_device(source_framework, device)
+
+    originals: dict[str, np.ndarray] = {}
+    if settings.randomize_constant_weights:
+        originals = randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
+    try:
+        return _compare_models(source, model_inputs, target_framework, settings, device, seed_key)
+    finally:
+        if originals:
+            source.assign_weights(originals)
+
+
+def _require_device(framework: str, device: str) -> None:
+    if device != "cuda" or framework != "tensorflow":
+        return  # PyTorch's cuda availability was decided at fixture setup
+    from pytest_parity import devices
+    from pytest_parity.frameworks.tensorflow import import_tensorflow
+
+    reason = devices.cuda_skip_reason_tensorflow(import_tensorflow())
+    if reason:
+        raise DeviceUnavailable(reason)
+
+
+def randomize_constant_weights(adapter: ModelAdapter, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Give all-constant weights seeded random values; returns the originals so the caller can restore them.
+
+    Zeros (biases, BN moving means) get N(0, 0.1); other constants (BN scales, moving variances) are scaled by
+    U(0.5, 1.5) elementwise, which keeps their sign, so variances stay positive. A single-element weight counts as
+    constant only when it is exactly 0 or 1: any other scalar was probably set on purpose.
+    """
+    originals: dict[str, np.ndarray] = {}
+    replacements: dict[str, np.ndarray] = {}
+    for name, value in adapter.weights().items():
+        if value.size == 0:
+            continue
+        first = value.reshape(-1)[0]
+        if not np.all(value == first) or (value.size == 1 and first not in (0, 1)):
+            continue
+        if first == 0:
+            fresh = rng.normal(0.0, 0.1, value.shape)
+        else:
+            fresh = first * rng.uniform(0.5, 1.5, value.shape)
+        originals[name] = value
+        replacements[name] = fresh.astype(value.dtype)
+    if replacements:
+        adapter.assign_weights(replacements)
+    return originals
+
+
+def _run_source(source: ModelAdapter, inputs: ModelInputs, device: str,
+                cotangents: Callable[[list[np.ndarray]], list[np.ndarray | None]] | None) -> Any:
+    try:
+        return source.run(inputs, device, cotangents)
+    except Exception as error:  # noqa: BLE001 - a model that cannot run these inputs is a usage error
+        expected = source.expected_inputs()
+        hint = f" The model expects {expected}." if expected else ""
+        message = str(error).strip().splitlines()
+        raise ParityUsageError(
+            f"Running the source model ({source.description}) on the given inputs ({inputs.describe()}) failed with "
+            f"{type(error).__name__}: {' '.join(message[:3])[:600]}\n"
+            f"Check the inputs' number, rank, shape and dtype against the model.{hint}"
+        ) from None
+
+
+def _refuse_non_finite(tree: Any, what: str, description: str) -> None:
+    for path, leaf in compare.flatten_tree(tree, what):
+        leaf = np.asarray(leaf)
+        if np.issubdtype(leaf.dtype, np.inexact):
+            bad = ~np.isfinite(leaf)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ParityUsageError(
+                    f"The source model ({description}) returns NaN or Inf in {path} at {int(bad.sum())} of "
+                    f"{leaf.size} elements (first at index {first}) for these inputs, so there is nothing to compare "
+                    f"against. Check the model for log/sqrt of negative values, division by zero or overflow, and the "
+                    f"inputs for NaN; parity needs a finite reference."
+                )
+
+
+def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: str, settings: ParitySettings,
+                    device: str, seed_key: str) -> ParityResult:
+    from pytest_parity import devices
+
+    cotangent_rng = seeded_generator(seed_key, settings.seed, "cotangents")
+    source_cotangents: list[np.ndarray | None] = []
+
+    def make_cotangents(leaves: list[np.ndarray]) -> list[np.ndarray | None]:
+        # A seeded random cotangent, not sum(): the gradient of sum(softmax(x)) is zero and would hide any error.
+        source_cotangents.extend(
+            cotangent_rng.standard_normal(leaf.shape).astype(leaf.dtype) if np.issubdtype(leaf.dtype, np.floating)
+            else None for leaf in leaves)
+        return source_cotangents
+
+    with devices.exact_float32({source.framework, target_framework}, device):
+        started = time.perf_counter()
+        source_outputs, source_input_grads, source_weight_grads = _run_source(
+            source, inputs, device, make_cotangents if settings.grad else None)
+        _refuse_non_finite(source_outputs, "output", source.description)
+        source_run_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        conversion = bridge.convert(source, inputs, target_framework)
+        target = conversion.target
+        matching = match_weights(source.weights(), target.weights())
+        conversion_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        trainable = set(source.trainable_names())
+        grad_matches = [m for m in matching.matches if m.source_name in trainable]
+        target_outputs, target_input_grads, target_weight_grads = target.run(
+            inputs, device, source_cotangents if settings.grad else None,
+            grad_weights=[m.target_name for m in grad_matches])
+        # A converted model returns its outputs flat, in the same order as the source's leaves.
+        target_leaves = [leaf for _, leaf in compare.flatten_tree(target_outputs, "output")]
+        source_leaves = compare.flatten_tree(source_outputs, "output")
+        if len(target_leaves) == len(source_leaves):
+            target_outputs = compare.unflatten_like(source_outputs, target_leaves)
+        outputs = compare.compare_trees(target_outputs, source_outputs, atol=settings.atol, rtol=settings.rtol)
+
+        grads = None
+        if settings.grad:
+            grads = _compare_gradients(inputs, source_input_grads or [], target_input_grads or [],
+                                       source_weight_grads or {}, target_weight_grads or {}, grad_matches, settings)
+        weights = _compare_transferred_weights(source, target, matching)
+        run_s = source_run_s + time.perf_counter() - started
+
+        speed = None
+        if settings.speed is not None:
+            from pytest_parity import timing
+
+            speed = timing.measure_speed(lambda: source.run(inputs, device, None),
+                                         lambda: target.run(inputs, device, None), settings.speed)
+
+    result = ParityResult(
+        route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
+        weight_names={m.source_name: m.target_name for m in matching.matches},
+        unmatched_weights=dict(matching.unmatched), speed=speed, conversion_s=conversion_s, run_s=run_s)
+    if not result.passed:
+        result.diagnosis = _diagnose(conversion, inputs, source_outputs, target_outputs, settings)
+        raise ParityError(failure_message(result, source.description, target.description), result)
+    return result
+
+
+def _input_label(inputs: ModelInputs, name: str) -> str:
+    return f"input[{name!r}]" if inputs.kind == "named" else name
+
+
+def _compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray | None],
+                       target_input_grads: list[np.ndarray | None], source_weight_grads: dict[str, Any],
+                       target_weight_grads: dict[str, Any], grad_matches: list[Any],
+                       settings: ParitySettings) -> dict[str, Comparison]:
+    tolerance = {"atol": settings.grad_atol, "rtol": settings.grad_rtol}
+    grads: dict[str, Comparison] = {}
+    for name, source_grad, target_grad in zip(inputs.names, source_input_grads, target_input_grads):
+        label = _input_label(inputs, name)
+        if source_grad is None and target_grad is None:
+            continue  # integer inputs (ids, masks) have no gradient on either side
+        grads[label] = _gradient_comparison(label, label, source_grad, target_grad, tolerance)
+    for match in grad_matches:
+        source_grad = source_weight_grads.get(match.source_name)
+        target_grad = target_weight_grads.get(match.target_name)
+        if target_grad is not None:
+            target_grad = match.to_source_layout(target_grad)
+        grads[match.source_name] = _gradient_comparison(match.source_name, match.target_name, source_grad,
+                                                        target_grad, tolerance)
+    return grads
+
+
+def _gradient_comparison(name: str, target_name: str, source_grad: np.ndarray | None,
+                         target_grad: np.ndarray | None, tolerance: dict[str, float]) -> Comparison:
+    if target_grad is None and source_grad is not None:
+        return Comparison(name=name, passed=False, max_abs=float("inf"), max_rel=float("inf"),
+                          mismatched=int(source_grad.size), total=int(source_grad.size), **tolerance,
+                          problem=f"no gradient reaches the target tensor {target_name!r}: it does not take part in "
+                                  f"autograd in the target, although the source's output depends on it")
+    if source_grad is None:
+        # TensorFlow returns None for a variable the output does not depend on: that gradient is zero.
+        assert target_grad is not None
+        source_grad = np.zeros_like(target_grad)
+    assert target_grad is not None
+    return compare.compare_arrays(name, target_grad, source_grad, **tolerance)
+
+
+def _compare_transferred_weights(source: ModelAdapter, target: ModelAdapter,
+                                 matching: WeightMatching) -> dict[str, Comparison]:
+    source_values = source.weights()
+    target_values = target.weights()
+    return {
+        match.source_name: compare.compare_arrays(
+            match.source_name, match.to_source_layout(target_values[match.target_name]),
+            source_values[match.source_name], atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+        for match in matching.matches
+    }
+
+
+def _diagnose(conversion: bridge.Conversion, inputs: ModelInputs, source_outputs: Any, target_outputs: Any,
+              settings: ParitySettings) -> str | None:
+    """Which step diverged, with onnxruntime running the ONNX graph as a neutral referee."""
+    try:
+        referee = bridge.run_onnxruntime(conversion.onnx_model, inputs)
+    except Exception as error:  # noqa: BLE001 - the diagnosis is a bonus; never let it hide the real failure
+        return f"onnxruntime could not run the exported graph ({type(error).__name__}), so no step is singled out"
+    source_leaves = [leaf for _, leaf in compare.flatten_tree(source_outputs, "output")]
+    target_leaves = [leaf for _, leaf in compare.flatten_tree(target_outputs, "output")]
+    if len(referee) != len(source_leaves) or len(referee) != len(target_leaves):
+        return None
+    tolerance = {"atol": settings.atol, "rtol": settings.rtol}
+    export_ok = compare.compare_trees(referee, source_leaves, **tolerance)
+    import_ok = compare.compare_trees(target_leaves, referee, **tolerance)
+    export_step, import_step = conversion.route.split(" -> ")[0], conversion.route.split(" -> ")[-1]
+    verdict = (f"source vs onnxruntime: max abs {export_ok.max_abs:.3g} ({'agree' if export_ok.passed else 'differ'});"
+               f" onnxruntime vs target: max abs {import_ok.max_abs:.3g} "
+               f"({'agree' if import_ok.passed else 'differ'})")
+    if export_ok.passed and not import_ok.passed:
+        return f"{verdict} -> the ONNX -> {import_step} import step diverged"
+    if import_ok.passed and not export_ok.passed:
+        return f"{verdict} -> the {export_step} -> ONNX export step diverged"
+    return verdict
+
+
+def _section(title: str, kind: str, comparisons: list[Comparison], aliases: dict[str, str]) -> list[str]:
+    failing = [c for c in comparisons if not c.passed]
+    if not failing:
+        return []
+    lines = [f"{title}: {len(failing)} of {len(comparisons)} tensor(s) differ"]
+    for comparison in failing[:MAX_LISTED_FAILURES]:
+        text = compare.describe(kind, comparison)
+        alias = aliases.get(comparison.name)
+        if alias and alias != comparison.name:
+            text = text.replace(f"{comparison.name!r}:", f"{comparison.name!r} (target: {alias!r}):", 1)
+        lines.extend("  " + line for line in text.splitlines())
+    if len(failing) > MAX_LISTED_FAILURES:
+        lines.append(f"  ... and {len(failing) - MAX_LISTED_FAILURES} more")
+    return lines
+
+
+def failure_message(result: ParityResult, source_description: str, target_description: str) -> str:
+    lines = [f"parity check failed: {result.route} on {result.device} "
+             f"({source_description} vs {target_description})"]
+    lines += _section("outputs", "output", list(result.outputs.leaves.values()), {})
+    lines += _section("transferred weights", "weight", list(result.weights.values()), result.weight_names)
+    lines += _section("gradients", "gradient", list((result.grads or {}).values()), result.weight_names)
+    if result.speed is not None and not result.speed.passed:
+        lines.append(f"speed: target is {result.speed.ratio:.2f}x the source's time (median of {result.speed.rounds} "
+                     f"rounds, spread {result.speed.ratio_min:.2f}-{result.speed.ratio_max:.2f}x, allowed "
+                     f"{result.speed.allowed:.2f}x)")
+    if result.diagnosis:
+        lines.append(f"diagnosis: {result.diagnosis}")
+    return "\n".join(lines)

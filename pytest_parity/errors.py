@@ -1,0 +1,58 @@
+"""The exceptions a parity check raises, split by who has to act on them.
+
+- ``ParityError``: the two models disagree. It is an ``AssertionError`` so that pytest reports it as a test failure.
+- ``ParityUsageError``: the check could not be run as asked (bad marker argument, inputs that do not fit the model,
+  an op a converter cannot handle, a model returning NaN). The plugin turns it into a failure with just the message.
+- ``FrameworkNotInstalled``: a framework the check needs is missing. The plugin turns it into a skip.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_parity.result import ParityResult
+
+
+class ParityError(AssertionError):
+    """Outputs, gradients, transferred weights or speed of the two models do not agree."""
+
+    def __init__(self, message: str, result: ParityResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class ParityUsageError(Exception):
+    """The parity check cannot run as asked; the message names the cause and the fix."""
+
+
+class ConversionError(ParityUsageError):
+    """A converter (tf2onnx, torch.onnx.export, onnx2torch) could not carry the model across."""
+
+    def __init__(self, message: str, *, step: str, op: str | None = None, opset: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.op = op
+        self.opset = opset
+
+
+# Framework name -> the pip extra that installs what the plugin needs for it.
+EXTRA_FOR_FRAMEWORK = {
+    "tensorflow": "tensorflow",
+    "torch": "torch",
+    "onnx": "all",
+}
+
+
+class FrameworkNotInstalled(Exception):
+    """A framework (or converter) that this check needs cannot be imported."""
+
+    def __init__(self, framework: str, module: str, cause: BaseException | None = None) -> None:
+        extra = EXTRA_FOR_FRAMEWORK.get(framework, "all")
+        detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        super().__init__(
+            f"{framework} is needed for this parity check but '{module}' cannot be imported{detail}; "
+            f"install it with: pip install 'pytest-parity[{extra}]'"
+        )
+        self.framework = framework
+        self.module = module

@@ -1,0 +1,96 @@
+"""The object behind the ``parity`` fixture.
+
+This is the boundary between pytest and the checking code: usage errors become failures with just their message
+(no internal traceback), missing frameworks and devices become skips, and every finished check is recorded for the
+summary and the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_parity import report, settings
+from pytest_parity.errors import FrameworkNotInstalled, ParityError, ParityUsageError
+from pytest_parity.result import ParityResult
+from pytest_parity.session import ParitySession
+
+
+def seed_key(item: pytest.Item) -> str:
+    """The test's identity for seeding, without its device: cpu and cuda runs get the same inputs."""
+    base = item.nodeid.split("[", 1)[0]
+    callspec = getattr(item, "callspec", None)
+    params = {} if callspec is None else {k: v for k, v in callspec.params.items() if k != "parity"}
+    return base + "".join(f"|{k}={v!r}" for k, v in sorted(params.items()))
+
+
+class ParityFixture:
+    """Checks that a model and its counterpart in the other framework agree.
+
+    check(source, target=None, *, inputs, **overrides) -> ParityResult
+        Convert ``source`` (a Keras model, tf.Module or torch.nn.Module) through ONNX to the other framework, run
+        both on ``inputs`` on ``device``, and compare outputs and gradients (vector-Jacobian products with a seeded
+        random cotangent, with respect to every input and weight). Raises ParityError naming every tensor that
+        differs. ``overrides`` take the marker's argument names (atol, rtol, grad, grad_atol, grad_rtol, speed, ...).
+    randn(*shape) -> numpy.ndarray
+        Seeded float32 standard-normal array: the same values for the same test and seed on every machine.
+    device
+        "cpu" or "cuda": the device this run of the test checks on (the test is parametrized over devices).
+    settings
+        The validated ParitySettings in force for this test.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest, session: ParitySession, device: str) -> None:
+        from pytest_parity.check import seeded_generator
+
+        self.device = device
+        self._request = request
+        self._session = session
+        marker = request.node.get_closest_marker("parity")
+        try:
+            self.settings = settings.resolve(session.base_settings, marker.args if marker else (),
+                                             marker.kwargs if marker else {})
+        except ParityUsageError as error:
+            pytest.fail(str(error), pytrace=False)
+        self._seed_key = seed_key(request.node)
+        self._input_generator = seeded_generator(self._seed_key, self.settings.seed, "inputs")
+
+    def randn(self, *shape: int | tuple[int, ...]) -> np.ndarray:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        if not all(isinstance(size, (int, np.integer)) and size >= 0 for size in shape):
+            raise ParityUsageError(f"parity.randn{shape!r}: the shape must be non-negative integers, "
+                                   f"for example parity.randn(8, 32, 32, 3)")
+        return self._input_generator.standard_normal(tuple(int(s) for s in shape)).astype(np.float32)
+
+    def check(self, source: Any, target: Any = None, *, inputs: Any, **overrides: Any) -> ParityResult:
+        __tracebackhide__ = True
+        from pytest_parity.check import DeviceUnavailable, run_check
+
+        try:
+            effective = settings.with_overrides(self.settings, overrides)
+            result = run_check(source, target, inputs, effective, self.device, self._seed_key)
+        except (FrameworkNotInstalled, DeviceUnavailable) as reason:
+            pytest.skip(str(reason))
+        except ParityUsageError as error:
+            pytest.fail(str(error), pytrace=False)
+        except ParityError as failure:
+            if failure.result is not None:
+                self._session.records.append(report.record(self._request.node.nodeid, failure.result))
+            # Re-raised from here so the traceback starts at the user's test, not inside the plugin.
+            raise failure.with_traceback(None) from None
+        self._session.records.append(report.record(self._request.node.nodeid, result))
+        return result
+
+
+def make_fixture(request: pytest.FixtureRequest, session: ParitySession) -> ParityFixture:
+    device = getattr(request, "param", None) or session.devices[0]
+    if device == "cuda":
+        from pytest_parity import devices
+
+        reason = devices.cuda_skip_reason_torch()
+        if reason:
+            pytest.skip(reason)
+    return ParityFixture(request, session, device)

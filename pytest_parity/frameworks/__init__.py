@@ -1,0 +1,117 @@
+"""One adapter per framework. This module only tells frameworks apart; it never imports one.
+
+An adapter wraps a model and speaks numpy at its boundary: the check hands it numpy inputs and cotangents and gets
+numpy outputs and gradients back, so no framework tensor ever crosses to the other framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from pytest_parity.errors import ParityUsageError
+
+FRAMEWORK_LABELS = {"tensorflow": "TensorFlow/Keras", "torch": "PyTorch"}
+
+# Top-level module of a class in the model's MRO -> framework. Checked by name so nothing gets imported.
+_MODULE_ROOTS = {"keras": "tensorflow", "tf_keras": "tensorflow", "tensorflow": "tensorflow", "torch": "torch"}
+
+
+def detect_framework(model: Any) -> str:
+    """'tensorflow' or 'torch'; a clear ParityUsageError for anything else."""
+    for cls in type(model).__mro__:
+        root = cls.__module__.split(".")[0]
+        if root in _MODULE_ROOTS:
+            return _MODULE_ROOTS[root]
+    raise ParityUsageError(
+        f"parity.check() got {type(model).__module__}.{type(model).__qualname__}, which is not a model it knows: "
+        f"pass a Keras model or layer, a tf.Module, or a torch.nn.Module"
+    )
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """The user's inputs flattened: ``kind`` says how to hand ``arrays`` back to a model.
+
+    kind: "single" (one array), "positional" (a tuple/list: one positional argument each) or "named" (a dict).
+    """
+
+    kind: str
+    names: tuple[str, ...]
+    arrays: tuple[np.ndarray, ...]
+
+    def describe(self) -> str:
+        return ", ".join(f"{name}: {a.dtype}{list(a.shape)}" for name, a in zip(self.names, self.arrays))
+
+
+class ModelAdapter(Protocol):
+    """What the check needs of a model, whatever its framework."""
+
+    framework: str
+    description: str
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Every floating-point weight (trainable or not), by name, as numpy."""
+
+    def trainable_names(self) -> list[str]:
+        """Names (keys of ``weights()``) that gradients are taken for."""
+
+    def assign_weights(self, values: dict[str, np.ndarray]) -> None:
+        """Overwrite the named weights in place."""
+
+    def run(self, inputs: ModelInputs, device: str, cotangents: Any | None,
+            grad_weights: list[str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray | None] | None,
+                                                             dict[str, np.ndarray | None] | None]:
+        """Forward in inference mode; with ``cotangents`` also the vector-Jacobian product.
+
+        ``cotangents`` is None (forward only), a list of arrays (one per output leaf), or a callable that gets the
+        output leaves and returns that list. Returns (output leaves, input gradients, weight gradients).
+        """
+
+    def output_structure(self, inputs: ModelInputs, device: str) -> Any:
+        """The nested structure of the model's output (leaves are numpy arrays)."""
+
+
+def load_adapter(framework: str, model: Any) -> ModelAdapter:
+    if framework == "tensorflow":
+        from pytest_parity.frameworks.tensorflow import TensorFlowModel
+
+        return TensorFlowModel(model)
+    from pytest_parity.frameworks.torch import TorchModel
+
+    return TorchModel(model)
+
+
+def flatten_inputs(inputs: Any) -> ModelInputs:
+    """numpy array / tuple or list of arrays / dict of arrays -> ModelInputs; other things are a usage error."""
+    if isinstance(inputs, dict):
+        if not inputs:
+            raise ParityUsageError("inputs={} is empty: pass at least one array")
+        return ModelInputs("named", tuple(str(k) for k in inputs), tuple(_as_array(f"inputs[{k!r}]", v)
+                                                                          for k, v in inputs.items()))
+    if isinstance(inputs, (tuple, list)):
+        if not inputs:
+            raise ParityUsageError("inputs=() is empty: pass at least one array")
+        return ModelInputs("positional", tuple(f"input[{i}]" for i in range(len(inputs))),
+                           tuple(_as_array(f"inputs[{i}]", v) for i, v in enumerate(inputs)))
+    return ModelInputs("single", ("input",), (_as_array("inputs", inputs),))
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        array = value
+    elif isinstance(value, (int, float, bool)) or (isinstance(value, (list, tuple)) and value):
+        array = np.asarray(value)
+    else:
+        raise ParityUsageError(
+            f"{name} is a {type(value).__module__}.{type(value).__qualname__}; parity inputs must be numpy arrays "
+            f"(numpy is the exchange format between frameworks): use parity.randn(...) or np.asarray(...)"
+        )
+    if array.dtype == np.float64:
+        # Both frameworks default to float32 models; a float64 input would silently change one side's precision.
+        array = array.astype(np.float32)
+    if array.dtype == object:
+        raise ParityUsageError(f"{name} has dtype object; pass a numeric numpy array")
+    return array

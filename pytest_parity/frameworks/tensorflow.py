@@ -1,0 +1,193 @@
+"""TensorFlow/Keras adapter: Keras 3 models and layers (Sequential, functional, subclassed) and plain tf.Module models.
+
+Everything TensorFlow is imported inside functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pytest_parity import import_guard
+from pytest_parity.compare import flatten_tree
+from pytest_parity.errors import FrameworkNotInstalled
+from pytest_parity.frameworks import ModelInputs
+
+
+def import_tensorflow() -> Any:
+    import_guard.install_guard()
+    # TensorFlow prints C++ INFO lines (oneDNN, CPU features) on import; keep a user's own choice if they made one.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise FrameworkNotInstalled("tensorflow", "tensorflow", error) from error
+    from pytest_parity import devices
+
+    devices.configure_tensorflow(tf)
+    return tf
+
+
+def tf_device_name(device: str) -> str:
+    return "/GPU:0" if device == "cuda" else "/CPU:0"
+
+
+def _is_keras(model: Any) -> bool:
+    return any(cls.__module__.split(".")[0] in ("keras", "tf_keras") for cls in type(model).__mro__)
+
+
+class TensorFlowModel:
+    framework = "tensorflow"
+
+    def __init__(self, model: Any) -> None:
+        self.tf = import_tensorflow()
+        self.model = model
+        self.is_keras = _is_keras(model)
+        self.is_functional = any(cls.__name__ == "Functional" for cls in type(model).__mro__)
+        self._variables = self._named_variables()
+        kind = type(model).__name__
+        name = getattr(model, "name", None)
+        self.description = f"{'Keras' if self.is_keras else 'TensorFlow'} {kind}" + (f" {name!r}" if name else "")
+
+    # -- weights -----------------------------------------------------------------------------------------------
+    def _named_variables(self) -> dict[str, Any]:
+        tf = self.tf
+        named: dict[str, Any] = {}
+        if self.is_keras:
+            pairs = [(getattr(v, "path", None) or v.name, v) for v in self.model.weights]
+        elif isinstance(self.model, tf.Module):
+            # Attribute paths ("W1", "layers/0/kernel") name low-level variables better than their ":0" names, which
+            # are often all "Variable:0".
+            found = self.model._flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True)
+            pairs = [("/".join(str(p) for p in path), v) for path, v in found]
+        else:
+            pairs = []
+        seen: set[int] = set()
+        for name, variable in pairs:
+            if id(variable) in seen or not tf.as_dtype(variable.dtype).is_floating:
+                continue
+            seen.add(id(variable))
+            unique = name
+            suffix = 2
+            while unique in named:
+                unique, suffix = f"{name}#{suffix}", suffix + 1
+            named[unique] = variable
+        return named
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(v.numpy()) for name, v in self._variables.items()}
+
+    def trainable_names(self) -> list[str]:
+        return [name for name, v in self._variables.items() if v.trainable]
+
+    def assign_weights(self, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            self._variables[name].assign(value)
+
+    def expected_inputs(self) -> str | None:
+        shape = getattr(self.model, "input_shape", None) if self.is_keras else None
+        if shape is None:
+            signature = getattr(getattr(self.model, "__call__", None), "input_signature", None)
+            if signature:
+                return ", ".join(f"{s.dtype.name}{s.shape}" for s in signature)
+            return None
+        return str(shape)
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def _call(self, inputs: ModelInputs, tensors: Sequence[Any]) -> Any:
+        if inputs.kind == "single":
+            args: tuple[Any, ...] = (tensors[0],)
+        elif inputs.kind == "named":
+            args = (dict(zip(inputs.names, tensors)),)
+        elif self.is_functional:
+            # A functional model with several inputs takes them as one list, not as positional arguments.
+            args = (list(tensors),)
+        else:
+            args = tuple(tensors)
+        if self.is_keras:
+            return self.model(*args, training=False)
+        return self.model(*args)
+
+    def _sorted_tree(self, tree: Any) -> Any:
+        # tf.nest (and so tf2onnx's output order) visits dict keys sorted; mirror that so leaf order agrees.
+        if isinstance(tree, Mapping):
+            return {key: self._sorted_tree(tree[key]) for key in sorted(tree)}
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(self._sorted_tree(v) for v in tree) if isinstance(tree, tuple) else [
+                self._sorted_tree(v) for v in tree]
+        return tree
+
+    def run(self, inputs: ModelInputs, device: str,
+            cotangents: list[np.ndarray | None] | Callable[[list[np.ndarray]], list[np.ndarray | None]] | None,
+            grad_weights: list[str] | None = None) -> tuple[Any, list[np.ndarray | None] | None,
+                                                            dict[str, np.ndarray | None] | None]:
+        tf = self.tf
+        with tf.device(tf_device_name(device)):
+            tensors = [tf.constant(a) for a in inputs.arrays]
+            if cotangents is None:
+                tree = self._sorted_tree(self._call(inputs, tensors))
+                return _to_numpy(tree), None, None
+            names = self.trainable_names() if grad_weights is None else grad_weights
+            variables = [self._variables[name] for name in names]
+            float_inputs = [t for t in tensors if t.dtype.is_floating]
+            with tf.GradientTape() as tape:
+                tape.watch(float_inputs)
+                tree = self._sorted_tree(self._call(inputs, tensors))
+                leaves = [leaf for _, leaf in flatten_tree(tree, "output")]
+                leaves_np = [np.asarray(leaf.numpy()) for leaf in leaves]
+                cots = cotangents(leaves_np) if callable(cotangents) else cotangents
+                terms = [tf.reduce_sum(leaf * tf.constant(c, dtype=leaf.dtype))
+                         for leaf, c in zip(leaves, cots) if c is not None]
+                loss = tf.add_n(terms)
+            gradients = tape.gradient(loss, float_inputs + variables)
+        input_grads_iter = iter(gradients[: len(float_inputs)])
+        input_grads = [_grad_to_numpy(next(input_grads_iter)) if t.dtype.is_floating else None for t in tensors]
+        weight_grads = {name: _grad_to_numpy(g) for name, g in zip(names, gradients[len(float_inputs):])}
+        return _to_numpy(tree), input_grads, weight_grads
+
+    # -- export ----------------------------------------------------------------------------------------------
+    def to_onnx(self, inputs: ModelInputs, opset: int) -> Any:
+        """TF -> ONNX through tf2onnx.from_function with a static signature (from_keras fails on Keras 3)."""
+        tf = self.tf
+        try:
+            import tf2onnx
+        except ImportError as error:
+            raise FrameworkNotInstalled("tensorflow", "tf2onnx", error) from error
+        specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype), name=_onnx_input_name(name, i))
+                 for i, (name, a) in enumerate(zip(inputs.names, inputs.arrays))]
+
+        # autograph=False: the wrapper has no Python control flow, and AutoGraph warns about lambdas.
+        @tf.function(input_signature=specs, autograph=False)
+        def forward(*tensors: Any) -> Any:
+            return self._sorted_tree(self._call(inputs, list(tensors)))
+
+        with tf.device("/CPU:0"):
+            model_proto, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=opset)
+        return model_proto
+
+
+def _onnx_input_name(name: str, index: int) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")
+    return cleaned or f"input_{index}"
+
+
+def _to_numpy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_numpy(v) for v in tree) if isinstance(tree, tuple) else [_to_numpy(v) for v in tree]
+    return np.asarray(tree.numpy() if hasattr(tree, "numpy") else tree)
+
+
+def _grad_to_numpy(gradient: Any) -> np.ndarray | None:
+    if gradient is None:
+        return None
+    if hasattr(gradient, "values") and hasattr(gradient, "indices"):  # IndexedSlices from embeddings / gathers
+        import tensorflow as tf
+
+        gradient = tf.convert_to_tensor(gradient)
+    return np.asarray(gradient.numpy())

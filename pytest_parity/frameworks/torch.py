@@ -1,0 +1,133 @@
+"""PyTorch adapter: any torch.nn.Module, including the fx GraphModules that onnx2torch builds.
+
+Everything torch is imported inside functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pytest_parity import import_guard
+from pytest_parity.compare import flatten_tree
+from pytest_parity.errors import FrameworkNotInstalled
+from pytest_parity.frameworks import ModelInputs
+
+
+def import_torch() -> Any:
+    import_guard.before_torch_import()
+    try:
+        import torch
+    except ImportError as error:
+        raise FrameworkNotInstalled("torch", "torch", error) from error
+    return torch
+
+
+class TorchModel:
+    framework = "torch"
+
+    def __init__(self, module: Any, *, positional_inputs: bool = False) -> None:
+        self.torch = import_torch()
+        self.module = module
+        # onnx2torch's GraphModules take the ONNX graph inputs positionally, whatever the user's input names were.
+        self.positional_inputs = positional_inputs
+        self.description = f"PyTorch {type(module).__name__}"
+
+    def _named_tensors(self) -> dict[str, Any]:
+        named = dict(self.module.named_parameters())
+        # onnx2torch keeps most initializers (e.g. a Keras Dense's MatMul weight) as buffers, not parameters; they are
+        # weights all the same and must be matched and differentiated.
+        named.update((name, b) for name, b in self.module.named_buffers() if b.is_floating_point())
+        return named
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {name: t.detach().cpu().numpy().copy() for name, t in self._named_tensors().items()}
+
+    def trainable_names(self) -> list[str]:
+        return [name for name, p in self.module.named_parameters() if p.requires_grad]
+
+    def assign_weights(self, values: dict[str, np.ndarray]) -> None:
+        tensors = self._named_tensors()
+        with self.torch.no_grad():
+            for name, value in values.items():
+                tensor = tensors[name]
+                tensor.copy_(self.torch.from_numpy(np.ascontiguousarray(value)).to(tensor.dtype))
+
+    def expected_inputs(self) -> str | None:
+        return None
+
+    def _arguments(self, inputs: ModelInputs, tensors: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if inputs.kind == "named" and not self.positional_inputs:
+            return (), dict(zip(inputs.names, tensors))
+        return tuple(tensors), {}
+
+    def run(self, inputs: ModelInputs, device: str,
+            cotangents: list[np.ndarray | None] | Callable[[list[np.ndarray]], list[np.ndarray | None]] | None,
+            grad_weights: list[str] | None = None) -> tuple[Any, list[np.ndarray | None] | None,
+                                                            dict[str, np.ndarray | None] | None]:
+        torch = self.torch
+        self.module.eval()
+        self.module.to(device)
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in inputs.arrays]
+        args, kwargs = self._arguments(inputs, tensors)
+        if cotangents is None:
+            with torch.no_grad():
+                tree = self.module(*args, **kwargs)
+            return _to_numpy(tree), None, None
+
+        names = self.trainable_names() if grad_weights is None else grad_weights
+        named = self._named_tensors()
+        weights = [named[name] for name in names]
+        for weight in weights:
+            # Buffers that stand for weights (see _named_tensors) take part in autograd only when asked to.
+            if not weight.requires_grad:
+                weight.requires_grad_(True)
+        float_inputs = [t.requires_grad_(True) for t in tensors if t.is_floating_point()]
+        with torch.enable_grad():
+            tree = self.module(*args, **kwargs)
+            leaves = [leaf for _, leaf in flatten_tree(tree, "output")]
+            leaves_np = [leaf.detach().cpu().numpy() for leaf in leaves]
+            cots = cotangents(leaves_np) if callable(cotangents) else cotangents
+            terms = [(leaf * torch.from_numpy(np.ascontiguousarray(c)).to(leaf.device, leaf.dtype)).sum()
+                     for leaf, c in zip(leaves, cots) if c is not None and leaf.requires_grad]
+            if terms:
+                loss = torch.stack(terms).sum()
+                gradients = torch.autograd.grad(loss, float_inputs + weights, allow_unused=True)
+            else:  # no output depends on anything differentiable: every gradient is missing
+                gradients = (None,) * (len(float_inputs) + len(weights))
+        input_grads_iter = iter(gradients[: len(float_inputs)])
+        input_grads = [_grad_to_numpy(next(input_grads_iter)) if t.is_floating_point() else None for t in tensors]
+        weight_grads = {name: _grad_to_numpy(g) for name, g in zip(names, gradients[len(float_inputs):])}
+        return _to_numpy([leaf.detach() for leaf in leaves], like=tree), input_grads, weight_grads
+
+
+def _to_numpy(tree: Any, like: Any = None) -> Any:
+    """Tensors -> numpy; with ``like``, a flat list of leaves is put back into that structure."""
+    if like is not None:
+        from pytest_parity.compare import unflatten_like
+
+        return _to_numpy(unflatten_like(like, tree))
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_numpy(v) for v in tree) if isinstance(tree, tuple) else [_to_numpy(v) for v in tree]
+    if hasattr(tree, "detach"):
+        return tree.detach().cpu().numpy()
+    return np.asarray(tree)
+
+
+def _grad_to_numpy(gradient: Any) -> np.ndarray | None:
+    return None if gradient is None else gradient.detach().cpu().numpy()
+
+
+def from_onnx(model_proto: Any) -> TorchModel:
+    """ONNX -> PyTorch through onnx2torch; converter errors propagate for the bridge to explain."""
+    import_torch()
+    try:
+        import onnx2torch
+    except ImportError as error:
+        raise FrameworkNotInstalled("torch", "onnx2torch", error) from error
+    module = onnx2torch.convert(model_proto)
+    return TorchModel(module, positional_inputs=True)

@@ -1,0 +1,141 @@
+"""pytest-parity's pytest plugin: options, marker, fixture, parametrization, summary and report. It only wires.
+
+Importing this module must stay cheap: no TensorFlow, PyTorch, ONNX or even numpy. Everything heavy is imported inside
+the ``parity`` fixture, so a session without parity tests does not pay for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_parity import import_guard
+from pytest_parity.errors import ParityUsageError
+from pytest_parity.session import ParitySession
+from pytest_parity.settings import KNOWN_DEVICES, ParitySettings, parse_devices_option, resolve
+
+if TYPE_CHECKING:
+    from pytest_parity.fixture import ParityFixture
+
+SESSION_KEY = pytest.StashKey[ParitySession]()
+
+MARKER_HELP = (
+    "parity(target=None, devices=('cpu', 'cuda'), atol=1e-5, rtol=1e-4, grad=True, grad_atol=1e-4, grad_rtol=1e-3, "
+    "speed=None, seed=0, randomize_constant_weights=True): check a model against its counterpart in the other "
+    "framework with the `parity` fixture; the test runs once per device."
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("parity", "framework parity checks (pytest-parity)")
+    group.addoption("--parity-devices", metavar="LIST", type=parse_devices_option, default=None,
+                    help="comma-separated devices parity tests run on, intersected with each marker's devices. "
+                         "Default: cpu,cuda (ini: parity_devices)")
+    group.addoption("--parity-seed", metavar="INT", type=int, default=None,
+                    help="seed for parity.randn, cotangents and weight randomization, unless a marker sets seed=. "
+                         "Default: 0 (ini: parity_seed)")
+    group.addoption("--parity-report", metavar="PATH", default=None,
+                    help="write every parity check's figures as JSON to PATH. Default: no report (ini: parity_report)")
+    parser.addini("parity_devices", "devices parity tests run on (comma-separated). Default: cpu,cuda",
+                  default=",".join(KNOWN_DEVICES))
+    parser.addini("parity_seed", "seed for parity checks. Default: 0", default="0")
+    parser.addini("parity_report", "path of the JSON parity report. Default: none", default="")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    # Before conftests and test modules import tensorflow: see import_guard for the crash this prevents.
+    import_guard.install_guard()
+
+
+def _session_from_config(config: pytest.Config) -> ParitySession:
+    devices_option = config.getoption("parity_devices")
+    if devices_option is None:
+        try:
+            devices_option = parse_devices_option(str(config.getini("parity_devices")))
+        except ValueError as error:
+            raise pytest.UsageError(f"ini option parity_devices: {error}") from None
+    seed_option = config.getoption("parity_seed")
+    if seed_option is None:
+        try:
+            seed_option = int(str(config.getini("parity_seed")))
+        except ValueError:
+            raise pytest.UsageError(f"ini option parity_seed must be an integer, got "
+                                    f"{config.getini('parity_seed')!r}") from None
+    if seed_option < 0:
+        raise pytest.UsageError(f"--parity-seed must be >= 0, got {seed_option}")
+    report_path = config.getoption("parity_report") or str(config.getini("parity_report")) or None
+    return ParitySession(base_settings=ParitySettings(seed=seed_option), devices=devices_option,
+                         report_path=report_path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import_guard.install_guard()
+    config.addinivalue_line("markers", MARKER_HELP)
+    config.stash[SESSION_KEY] = _session_from_config(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "parity" not in metafunc.fixturenames:
+        return
+    session = metafunc.config.stash[SESSION_KEY]
+    marker = metafunc.definition.get_closest_marker("parity")
+    try:
+        wanted = resolve(session.base_settings, (), dict(marker.kwargs) if marker else {}).devices
+    except ParityUsageError:
+        # Reported by the fixture at setup, where it fails just this test with the message.
+        wanted = session.devices[:1]
+    selected = [device for device in wanted if device in session.devices]
+    if selected:
+        params = [pytest.param(device, id=device) for device in selected]
+    else:
+        reason = f"parity devices {wanted} not selected by --parity-devices/parity_devices={','.join(session.devices)}"
+        params = [pytest.param(device, id=device, marks=pytest.mark.skip(reason=reason)) for device in wanted]
+    metafunc.parametrize("parity", params, indirect=True)
+
+
+@pytest.fixture
+def parity(request: pytest.FixtureRequest) -> ParityFixture:
+    """Framework parity checks: parity.check(model, inputs=parity.randn(8, 32, 32, 3)).
+
+    Converts a TensorFlow/Keras model through ONNX to PyTorch, runs both on the same inputs on `parity.device`
+    ("cpu" or "cuda"; the test is parametrized over devices, cuda skipped when no GPU is visible) and fails with a
+    ParityError naming each output, gradient or transferred weight that differs, by how much, where, and what was
+    allowed. Tolerances and options come from @pytest.mark.parity(...) and can be overridden per call with the same
+    names. parity.randn(*shape) gives seeded float32 inputs, identical for the same test and seed on every machine.
+    """
+    from pytest_parity.fixture import make_fixture
+
+    return make_fixture(request, request.config.stash[SESSION_KEY])
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or not session.records:
+        return
+    from pytest_parity.report import summary_lines
+
+    terminalreporter.write_sep("=", "parity summary")
+    for line in summary_lines(session.records):
+        terminalreporter.write_line(line)
+    if session.report_path:
+        terminalreporter.write_line(f"parity report written to {session.report_path}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    parity_session = session.config.stash.get(SESSION_KEY, None)
+    if parity_session is None or not parity_session.report_path:
+        return
+    from pytest_parity.report import write_json
+
+    try:
+        write_json(parity_session.report_path, parity_session.records)
+    except OSError as error:
+        # A report that cannot be written must not turn a green session into a crash; say why and where.
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"pytest-parity: cannot write the parity report to {parity_session.report_path}: {error}"
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR if exitstatus == 0 else exitstatus
+        parity_session.report_path = None

@@ -1,0 +1,80 @@
+"""The terminal summary and the JSON report, both built from plain-dict records (one per parity check)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from pytest_parity.result import ParityResult
+
+REPORT_VERSION = 1
+# Distributions whose versions decide the numerics of a check; recorded so a tox matrix cell can be told apart.
+ENVIRONMENT_PACKAGES = ("tensorflow", "keras", "torch", "torchvision", "onnx", "onnxruntime", "tf2onnx", "onnx2torch",
+                        "numpy", "pytest", "pytest-parity")
+
+
+def record(nodeid: str, result: ParityResult) -> dict[str, Any]:
+    return {"nodeid": nodeid, **result.to_dict()}
+
+
+def environment() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_json(path: str, records: list[dict[str, Any]]) -> None:
+    document = {
+        "version": REPORT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "results": records,
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename: a reader (or a crashed session) never sees half a report.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    partial.replace(target)
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):  # "nan"/"inf" as stored in the record
+        return value
+    return f"{value:.2e}"
+
+
+def summary_lines(records: list[dict[str, Any]]) -> list[str]:
+    header = ("test", "device", "route", "outputs max abs", "grads max abs", "speed", "result")
+    rows = []
+    for entry in records:
+        grads = entry["grads"]
+        worst_grad = None
+        if grads:
+            worst_name = max(grads, key=lambda name: (not grads[name]["passed"], _sortable(grads[name]["max_abs"])))
+            worst_grad = f"{_figure(grads[worst_name]['max_abs'])} ({worst_name})"
+        speed = entry["speed"]
+        rows.append((
+            entry["nodeid"], entry["device"], entry["route"], _figure(entry["outputs"]["max_abs"]),
+            worst_grad or "-", f"{speed['ratio']:.2f}x" if speed else "-", "PASS" if entry["passed"] else "FAIL",
+        ))
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    passed = sum(1 for entry in records if entry["passed"])
+    lines.append(f"{passed} of {len(records)} parity check(s) passed")
+    return lines
+
+
+def _sortable(value: Any) -> float:
+    return float("inf") if isinstance(value, str) else float(value)

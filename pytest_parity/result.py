@@ -1,0 +1,172 @@
+"""What a parity check returns: plain data, no framework objects, so it can go into reports and across processes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One tensor of the target compared against the same tensor of the source (the reference)."""
+
+    name: str
+    passed: bool
+    max_abs: float
+    max_rel: float
+    mismatched: int
+    total: int
+    atol: float
+    rtol: float
+    # Index of the greatest absolute / relative difference; None when there is no finite difference to point at.
+    max_abs_index: tuple[int, ...] | None = None
+    max_rel_index: tuple[int, ...] | None = None
+    # Set when the tensors could not be compared element by element (shape, dtype, structure, missing gradient)
+    # or when NaN/Inf disagree; it is the first line of the failure message for this tensor.
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_abs": _json_float(self.max_abs),
+            "max_rel": _json_float(self.max_rel),
+            "mismatched": self.mismatched,
+            "total": self.total,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "passed": self.passed,
+            **({"problem": self.problem} if self.problem else {}),
+        }
+
+
+@dataclass(frozen=True)
+class TreeComparison:
+    """Every leaf of a (possibly nested) output compared; the figures are the worst over leaves."""
+
+    leaves: dict[str, Comparison]
+    atol: float
+    rtol: float
+
+    @property
+    def passed(self) -> bool:
+        return all(leaf.passed for leaf in self.leaves.values())
+
+    @property
+    def max_abs(self) -> float:
+        return max((leaf.max_abs for leaf in self.leaves.values()), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((leaf.max_rel for leaf in self.leaves.values()), default=0.0)
+
+    @property
+    def mismatched(self) -> int:
+        return sum(leaf.mismatched for leaf in self.leaves.values())
+
+    @property
+    def total(self) -> int:
+        return sum(leaf.total for leaf in self.leaves.values())
+
+    @property
+    def failures(self) -> list[Comparison]:
+        return [leaf for leaf in self.leaves.values() if not leaf.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_abs": _json_float(self.max_abs),
+            "max_rel": _json_float(self.max_rel),
+            "mismatched": self.mismatched,
+            "total": self.total,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "passed": self.passed,
+            "leaves": {path: leaf.to_dict() for path, leaf in self.leaves.items()},
+        }
+
+
+@dataclass(frozen=True)
+class SpeedResult:
+    """Target time / source time, the median of interleaved rounds."""
+
+    ratio: float
+    source_s: float
+    target_s: float
+    rounds: int
+    ratio_min: float
+    ratio_max: float
+    allowed: float | None
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "source_s": self.source_s,
+            "target_s": self.target_s,
+            "rounds": self.rounds,
+            "ratio_min": self.ratio_min,
+            "ratio_max": self.ratio_max,
+            "allowed": self.allowed,
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class ParityResult:
+    """The outcome of one ``parity.check``; see the public contract in the README."""
+
+    route: str
+    device: str
+    outputs: TreeComparison
+    grads: dict[str, Comparison] | None = None
+    # Source weight -> comparison with the target tensor it was matched to (catches a conversion that altered it).
+    weights: dict[str, Comparison] = field(default_factory=dict)
+    # Source weight name -> target tensor name, for every weight the check could follow into the target.
+    weight_names: dict[str, str] = field(default_factory=dict)
+    # Source weights with no counterpart in the target (for example folded by the converter): name -> why.
+    unmatched_weights: dict[str, str] = field(default_factory=dict)
+    speed: SpeedResult | None = None
+    # Seconds spent carrying the model across (export, import, weight matching), and running the comparison.
+    conversion_s: float = 0.0
+    run_s: float = 0.0
+    # Filled only on failure: which step diverged, judged with onnxruntime as referee.
+    diagnosis: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.outputs.passed
+            and all(c.passed for c in (self.grads or {}).values())
+            and all(c.passed for c in self.weights.values())
+            and (self.speed is None or self.speed.passed)
+        )
+
+    @property
+    def worst_grad(self) -> Comparison | None:
+        if not self.grads:
+            return None
+        return max(self.grads.values(), key=lambda c: (not c.passed, c.max_abs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "route": self.route,
+            "passed": self.passed,
+            "outputs": self.outputs.to_dict(),
+            "grads": None if self.grads is None else {name: c.to_dict() for name, c in self.grads.items()},
+            "weights": {name: c.to_dict() for name, c in self.weights.items()},
+            "weight_names": dict(self.weight_names),
+            "unmatched_weights": dict(self.unmatched_weights),
+            "speed": None if self.speed is None else self.speed.to_dict(),
+            "conversion_s": self.conversion_s,
+            "run_s": self.run_s,
+            "diagnosis": self.diagnosis,
+        }
+
+
+def _json_float(value: float) -> float | str:
+    # JSON has no NaN/Infinity; strict parsers reject Python's extensions, so spell them out.
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value

@@ -1,0 +1,128 @@
+"""Marker arguments + ini + command line -> one validated, frozen ``ParitySettings``.
+
+Precedence: ``parity.check(..., **overrides)`` > ``@pytest.mark.parity(...)`` > command line > ini > defaults.
+Every value is checked here, so the rest of the code can trust it; a bad value raises ``ParityUsageError`` naming the
+argument, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from pytest_parity.errors import ParityUsageError
+
+KNOWN_DEVICES = ("cpu", "cuda")
+KNOWN_TARGETS = ("torch",)
+
+
+@dataclass(frozen=True)
+class ParitySettings:
+    # Convert mode: the framework to convert the source into; None picks the other framework.
+    target: str | None = None
+    devices: tuple[str, ...] = KNOWN_DEVICES
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    grad: bool = True
+    # Default gradient tolerances: see benchmarks/gradient_tolerances.py for the measurements behind them.
+    grad_atol: float = 1e-4
+    grad_rtol: float = 1e-3
+    # Largest allowed target/source time ratio; None: speed is not measured.
+    speed: float | None = None
+    seed: int = 0
+    # Give all-constant weights (zero biases, unit BN scales, identity BN statistics) seeded random values before the
+    # check, and restore them afterwards: converters drop zero biases and fold identity statistics, which would hide
+    # exactly the porting bugs (a missing bias, a wrong epsilon) a parity test exists to catch.
+    randomize_constant_weights: bool = True
+
+
+MARKER_ARGUMENTS = tuple(f.name for f in fields(ParitySettings))
+# Arguments that decide how the test is parametrized cannot change inside the test.
+NOT_OVERRIDABLE = ("devices",)
+
+
+def _check_tolerance(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ParityUsageError(f"parity argument {name}={value!r} must be a number >= 0 (for example {name}=1e-5)")
+    if value < 0 or math.isinf(value):
+        raise ParityUsageError(f"parity argument {name}={value!r} must be a finite number >= 0; tolerances are "
+                               f"absolute or relative bounds on |target - source|")
+    return float(value)
+
+
+def _check_devices(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or not value or not all(isinstance(d, str) for d in value):
+        raise ParityUsageError(f"parity argument devices={value!r} must be a non-empty tuple of device names "
+                               f"from {KNOWN_DEVICES}, for example devices=('cpu',)")
+    unknown = [d for d in value if d not in KNOWN_DEVICES]
+    if unknown:
+        raise ParityUsageError(f"parity argument devices={tuple(value)!r}: unknown device {unknown[0]!r}; "
+                               f"known devices are {KNOWN_DEVICES}")
+    return tuple(dict.fromkeys(value))
+
+
+def _check_value(name: str, value: Any) -> Any:
+    if name in ("atol", "rtol", "grad_atol", "grad_rtol"):
+        return _check_tolerance(name, value)
+    if name == "devices":
+        return _check_devices(value)
+    if name in ("grad", "randomize_constant_weights"):
+        if not isinstance(value, bool):
+            raise ParityUsageError(f"parity argument {name}={value!r} must be True or False")
+        return value
+    if name == "seed":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ParityUsageError(f"parity argument seed={value!r} must be an integer >= 0")
+        return value
+    if name == "speed":
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ParityUsageError(f"parity argument speed={value!r} must be None (not measured) or a number > 0: "
+                                   f"the largest allowed ratio target time / source time, for example speed=1.5")
+        return float(value)
+    if name == "target":
+        if value is not None and value not in KNOWN_TARGETS:
+            raise ParityUsageError(f"parity argument target={value!r}: convert mode can target {KNOWN_TARGETS} "
+                                   f"(or None for the other framework)")
+        return value
+    raise AssertionError(f"unhandled parity argument {name}")  # pragma: no cover - MARKER_ARGUMENTS and this agree
+
+
+def _unknown_arguments(given: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ParityUsageError(f"{where} got unknown argument(s) {', '.join(unknown)}; "
+                               f"allowed: {', '.join(allowed)}")
+
+
+def resolve(base: ParitySettings, marker_args: tuple[Any, ...], marker_kwargs: dict[str, Any]) -> ParitySettings:
+    """Apply ``@pytest.mark.parity(...)`` arguments on top of the session-wide settings."""
+    if marker_args:
+        raise ParityUsageError(f"@pytest.mark.parity takes keyword arguments only, got positional {marker_args!r}; "
+                               f"allowed: {', '.join(MARKER_ARGUMENTS)}")
+    _unknown_arguments(marker_kwargs, MARKER_ARGUMENTS, "@pytest.mark.parity")
+    return replace(base, **{name: _check_value(name, value) for name, value in marker_kwargs.items()})
+
+
+def with_overrides(settings: ParitySettings, overrides: dict[str, Any]) -> ParitySettings:
+    """Apply ``parity.check(..., **overrides)``; the names are the marker's."""
+    allowed = tuple(name for name in MARKER_ARGUMENTS if name not in NOT_OVERRIDABLE)
+    fixed = sorted(set(overrides) & set(NOT_OVERRIDABLE))
+    if fixed:
+        raise ParityUsageError(f"parity.check() cannot override {', '.join(fixed)}: it decides how the test is "
+                               f"parametrized, so set it in @pytest.mark.parity(...) instead")
+    _unknown_arguments(overrides, allowed, "parity.check()")
+    return replace(settings, **{name: _check_value(name, value) for name, value in overrides.items()})
+
+
+def parse_devices_option(text: str) -> tuple[str, ...]:
+    """``--parity-devices=cpu,cuda`` -> ('cpu', 'cuda'); raises ValueError (argparse shows it) on unknown names."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in KNOWN_DEVICES]
+    if not names or unknown:
+        raise ValueError(f"expected a comma-separated list of {', '.join(KNOWN_DEVICES)}, got {text!r}")
+    return names
