@@ -5,6 +5,7 @@ Everything torch is imported inside functions, so importing this module is cheap
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -85,7 +86,10 @@ class TorchModel:
             if not weight.requires_grad:
                 weight.requires_grad_(True)
         float_inputs = [t.requires_grad_(True) for t in tensors if t.is_floating_point()]
-        with torch.enable_grad():
+        with torch.enable_grad(), warnings.catch_warnings():
+            # The CUDA build of torch on a machine without a driver warns "CUDA initialization: ..." at the first
+            # backward pass; it says nothing about the model and would fail suites that turn warnings into errors.
+            warnings.filterwarnings("ignore", message="CUDA initialization", category=UserWarning)
             tree = self.module(*args, **kwargs)
             leaves = [leaf for _, leaf in flatten_tree(tree, "output")]
             leaves_np = [leaf.detach().cpu().numpy() for leaf in leaves]
