@@ -6,6 +6,7 @@ the ``parity`` fixture, so a session without parity tests does not pay for it.
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -29,7 +30,7 @@ MARKER_HELP = (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity", "framework parity checks (pytest-parity)")
-    group.addoption("--parity-devices", metavar="LIST", type=parse_devices_option, default=None,
+    group.addoption("--parity-devices", metavar="LIST", type=_devices_argument, default=None,
                     help="comma-separated devices parity tests run on, intersected with each marker's devices. "
                          "Default: cpu,cuda (ini: parity_devices)")
     group.addoption("--parity-seed", metavar="INT", type=int, default=None,
@@ -41,6 +42,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default=",".join(KNOWN_DEVICES))
     parser.addini("parity_seed", "seed for parity checks. Default: 0", default="0")
     parser.addini("parity_report", "path of the JSON parity report. Default: none", default="")
+
+
+def _devices_argument(text: str) -> tuple[str, ...]:
+    try:
+        return parse_devices_option(text)
+    except ValueError as error:
+        # argparse prints an ArgumentTypeError's message; a ValueError would become "invalid value".
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 @pytest.hookimpl(tryfirst=True)
