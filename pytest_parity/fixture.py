@@ -53,7 +53,11 @@ class ParityFixture:
             self.settings = settings.resolve(session.base_settings, marker.args if marker else (),
                                              marker.kwargs if marker else {})
         except ParityUsageError as error:
-            pytest.fail(str(error), pytrace=False)
+            invalid = str(error)
+        else:
+            invalid = None
+        if invalid is not None:
+            pytest.fail(invalid, pytrace=False)
         self._seed_key = seed_key(request.node)
         self._input_generator = seeded_generator(self._seed_key, self.settings.seed, "inputs")
 
@@ -69,18 +73,24 @@ class ParityFixture:
         __tracebackhide__ = True
         from pytest_parity.check import DeviceUnavailable, run_check
 
+        # pytest.skip/fail are called outside the except blocks, so the report does not chain the internal exception.
+        skip_reason = usage_error = None
         try:
             effective = settings.with_overrides(self.settings, overrides)
             result = run_check(source, target, inputs, effective, self.device, self._seed_key)
         except (FrameworkNotInstalled, DeviceUnavailable) as reason:
-            pytest.skip(str(reason))
+            skip_reason = str(reason)
         except ParityUsageError as error:
-            pytest.fail(str(error), pytrace=False)
+            usage_error = str(error)
         except ParityError as failure:
             if failure.result is not None:
                 self._session.records.append(report.record(self._request.node.nodeid, failure.result))
             # Re-raised from here so the traceback starts at the user's test, not inside the plugin.
             raise failure.with_traceback(None) from None
+        if skip_reason is not None:
+            pytest.skip(skip_reason)
+        if usage_error is not None:
+            pytest.fail(usage_error, pytrace=False)
         self._session.records.append(report.record(self._request.node.nodeid, result))
         return result
 

@@ -2,8 +2,9 @@
 
 tf2onnx names a Keras conv kernel ``.../convolution/ReadVariableOp:0`` and stores it OIHW instead of HWIO; onnx2torch
 turns it into ``<node>.weight`` or an anonymous ``initializers.onnx_initializer_N`` buffer. Names are no guide, values
-are: a converter copies a weight's elements, possibly with its axes permuted. So a source weight matches the target
-tensor that equals it under some axis permutation. Seeded non-constant weights (see ``randomize_constant_weights``)
+are: a converter copies a weight's elements, possibly with its axes permuted or with unit axes added or removed (tf2onnx
+reshapes a LayerNormalization gamma [16] to [1, 16]). So a source weight matches the target tensor that equals it under
+some axis permutation, unit axes ignored. Seeded non-constant weights (see ``randomize_constant_weights``)
 make the values distinctive.
 
 A target tensor that is *almost* equal to a source weight (within ``NEAR_MATCH_FRACTION`` of its largest element) is
@@ -25,11 +26,17 @@ NEAR_MATCH_FRACTION = 0.1
 class WeightMatch:
     source_name: str
     target_name: str
-    # target == source.transpose(permutation)
+    # With unit axes dropped from both shapes: target == source.transpose(permutation).
     permutation: tuple[int, ...]
+    source_shape: tuple[int, ...]
 
     def to_source_layout(self, target_value: np.ndarray) -> np.ndarray:
-        return np.transpose(target_value, np.argsort(self.permutation))
+        squeezed = target_value.reshape(_without_unit_axes(target_value.shape))
+        return np.transpose(squeezed, np.argsort(self.permutation)).reshape(self.source_shape)
+
+
+def _without_unit_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(size for size in shape if size != 1)
 
 
 @dataclass
@@ -59,10 +66,11 @@ def match_weights(source: dict[str, np.ndarray], target: dict[str, np.ndarray]) 
         for target_name, target_value in target.items():
             if target_value.size != source_value.size:
                 continue
-            for permutation in _permutations_onto(source_value.shape, target_value.shape):
-                moved = np.transpose(source_value, permutation)
-                distance = float(np.max(np.abs(moved.astype(np.float64) - target_value.astype(np.float64)),
-                                        initial=0.0))
+            source_core = source_value.reshape(_without_unit_axes(source_value.shape))
+            target_core = target_value.reshape(_without_unit_axes(target_value.shape)).astype(np.float64)
+            for permutation in _permutations_onto(source_core.shape, target_core.shape):
+                moved = np.transpose(source_core, permutation)
+                distance = float(np.max(np.abs(moved.astype(np.float64) - target_core), initial=0.0))
                 if distance == 0.0 or (scale > 0 and distance <= NEAR_MATCH_FRACTION * scale):
                     candidates.append((distance / scale if scale else 0.0, order, source_name, target_name,
                                        permutation))
@@ -75,7 +83,7 @@ def match_weights(source: dict[str, np.ndarray], target: dict[str, np.ndarray]) 
             continue
         used_source.add(source_name)
         used_target.add(target_name)
-        matching.matches.append(WeightMatch(source_name, target_name, permutation))
+        matching.matches.append(WeightMatch(source_name, target_name, permutation, source[source_name].shape))
     order_of = {name: i for i, name in enumerate(source)}
     matching.matches.sort(key=lambda m: order_of[m.source_name])
     for name in source:

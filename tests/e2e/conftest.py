@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+import pytest
+
+# End-to-end tests run the real frameworks; without them installed they are skipped with the extra to install.
+pytest.importorskip("tensorflow", reason="end-to-end tests need TensorFlow: pip install 'pytest-parity[all]'")
+pytest.importorskip("onnx2torch", reason="end-to-end tests need PyTorch and onnx2torch: pip install 'pytest-parity[all]'")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)

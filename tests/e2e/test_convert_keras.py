@@ -1,0 +1,116 @@
+"""Convert mode TensorFlow/Keras -> ONNX -> PyTorch on the model styles users write, through the parity fixture."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+
+from pytest_parity import ParityResult
+
+
+def build_two_input_two_output_model():
+    image = keras.Input((8, 8, 3), name="image")
+    extra = keras.Input((5,), name="extra")
+    features = layers.Flatten()(layers.Conv2D(4, 3, activation="relu")(image))
+    joined = layers.Concatenate()([features, layers.Dense(6, activation="tanh")(extra)])
+    return keras.Model([image, extra], {"logits": layers.Dense(3, name="logits")(joined),
+                                        "score": layers.Dense(1, activation="sigmoid", name="score")(joined)})
+
+
+@pytest.mark.parity
+def test_functional_model_with_positional_inputs_and_dict_outputs(parity):
+    model = build_two_input_two_output_model()
+    result = parity.check(model, inputs=(parity.randn(4, 8, 8, 3), parity.randn(4, 5)))
+    assert isinstance(result, ParityResult) and result.passed
+    assert set(result.outputs.leaves) == {"output['logits']", "output['score']"}
+    assert {"input[0]", "input[1]"} <= set(result.grads)
+    assert result.outputs.total == 4 * 3 + 4 * 1
+
+
+@pytest.mark.parity
+def test_functional_model_with_named_inputs(parity):
+    model = build_two_input_two_output_model()
+    result = parity.check(model, inputs={"image": parity.randn(2, 8, 8, 3), "extra": parity.randn(2, 5)})
+    assert result.passed
+    assert {"input['image']", "input['extra']"} <= set(result.grads)
+
+
+class Residual(keras.Model):
+    def __init__(self):
+        super().__init__(name="residual")
+        self.inner = layers.Dense(16, activation="swish")
+        self.outer = layers.Dense(16)
+        self.norm = layers.LayerNormalization()
+
+    def call(self, x, training=False):
+        return self.norm(x + self.outer(self.inner(x)))
+
+
+@pytest.mark.parity
+def test_subclassed_keras_model(parity):
+    model = Residual()
+    model(np.zeros((1, 16), np.float32))
+    result = parity.check(model, inputs=parity.randn(4, 16))
+    assert result.passed
+    # LayerNormalization's gamma/beta start as ones/zeros; randomized, so they are followed into the target.
+    assert any(name.endswith("gamma") for name in result.weight_names)
+
+
+@pytest.mark.parity
+def test_batchnorm_statistics_are_randomized_for_the_check_and_restored_after(parity):
+    model = keras.Sequential([keras.Input((6,)), layers.Dense(8), layers.BatchNormalization(), layers.ReLU(),
+                              layers.Dropout(0.5), layers.Dense(2)])
+    before = {v.path: v.numpy().copy() for v in model.weights}
+    result = parity.check(model, inputs=parity.randn(5, 6))
+    assert result.passed
+    after = {v.path: v.numpy() for v in model.weights}
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    moving_variance = next(name for name in before if name.endswith("moving_variance"))
+    assert np.all(before[moving_variance] == 1.0)
+
+
+@pytest.mark.parity(randomize_constant_weights=False)
+def test_without_randomization_zero_biases_vanish_in_conversion_and_are_reported(parity):
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(3, name="hidden"), layers.Dense(2, name="head")],
+                             name="plain")
+    result = parity.check(model, inputs=parity.randn(2, 4))
+    # tf2onnx drops Adds of all-zero constants: the biases have no counterpart, which the result says.
+    assert result.passed
+    assert set(result.unmatched_weights) == {"plain/hidden/bias", "plain/head/bias"}
+    assert set(result.weight_names) == {"plain/hidden/kernel", "plain/head/kernel"}
+
+
+@pytest.mark.parity(grad=False)
+def test_grad_false_compares_outputs_only(parity):
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(2)])
+    result = parity.check(model, inputs=parity.randn(2, 4))
+    assert result.grads is None and result.passed
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_speed_is_measured_when_asked(parity):
+    model = keras.Sequential([keras.Input((16,)), layers.Dense(16)])
+    result = parity.check(model, inputs=parity.randn(4, 16), speed=1000.0)
+    assert result.speed is not None
+    assert result.speed.ratio > 0 and result.speed.rounds >= 5
+    assert result.speed.ratio_min <= result.speed.ratio <= result.speed.ratio_max
+
+
+@pytest.mark.parity
+def test_low_level_tf_module_with_unsorted_variable_names(parity):
+    class Affine(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = tf.Variable(tf.random.stateless_normal((3, 3), seed=(1, 2)))
+            self.shift = tf.Variable(tf.zeros((3,)))
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+        def __call__(self, x):
+            return tf.tanh(x @ self.scale + self.shift)
+
+    result = parity.check(Affine(), inputs=parity.randn(7, 3))
+    assert result.passed
+    assert set(result.grads) == {"input", "scale", "shift"}
