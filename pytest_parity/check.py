@@ -263,10 +263,14 @@ def _diagnose(conversion: bridge.Conversion, inputs: ModelInputs, source_outputs
     verdict = (f"source vs onnxruntime: max abs {export_ok.max_abs:.3g} ({'agree' if export_ok.passed else 'differ'});"
                f" onnxruntime vs target: max abs {import_ok.max_abs:.3g} "
                f"({'agree' if import_ok.passed else 'differ'})")
-    if export_ok.passed and not import_ok.passed:
-        return f"{verdict} -> the ONNX -> {import_step} import step diverged"
-    if import_ok.passed and not export_ok.passed:
-        return f"{verdict} -> the {export_step} -> ONNX export step diverged"
+    if export_ok.passed != import_ok.passed:
+        failing = f"ONNX -> {import_step} import" if export_ok.passed else f"{export_step} -> ONNX export"
+        return f"{verdict} -> the {failing} step diverged"
+    # Both within (or both outside) tolerance: point at the step that contributes most, when one clearly does.
+    if import_ok.max_abs > 10 * export_ok.max_abs:
+        return f"{verdict} -> most of the difference comes from the ONNX -> {import_step} import step"
+    if export_ok.max_abs > 10 * import_ok.max_abs:
+        return f"{verdict} -> most of the difference comes from the {export_step} -> ONNX export step"
     return verdict
 
 
@@ -289,6 +293,9 @@ def _section(title: str, kind: str, comparisons: list[Comparison], aliases: dict
 def failure_message(result: ParityResult, source_description: str, target_description: str) -> str:
     lines = [f"parity check failed: {result.route} on {result.device} "
              f"({source_description} vs {target_description})"]
+    if result.outputs.passed:
+        lines.append(f"outputs: agree within tolerance (max abs {result.outputs.max_abs:.3g}, atol "
+                     f"{result.outputs.atol:g}, rtol {result.outputs.rtol:g})")
     lines += _section("outputs", "output", list(result.outputs.leaves.values()), {})
     lines += _section("transferred weights", "weight", list(result.weights.values()), result.weight_names)
     lines += _section("gradients", "gradient", list((result.grads or {}).values()), result.weight_names)

@@ -256,9 +256,9 @@ def test_same_sign_inf_matches():
     assert c.problem is None
 
 
-@pytest.mark.xfail(strict=True, reason="compare.py computes np.abs(a - e) for every element before masking, so inf - inf "
-                                        "emits 'RuntimeWarning: invalid value encountered in subtract' (an error under "
-                                        "-W error / filterwarnings=error)")
+@pytest.mark.xfail(strict=True, reason="compare.py computes np.abs(a - e) for every element before masking, so "
+                                        "inf - inf emits 'RuntimeWarning: invalid value encountered in subtract' "
+                                        "(an error under -W error / filterwarnings=error)")
 def test_same_sign_inf_emits_no_runtime_warning():
     e = np.array([np.inf, 1.0])
     c = _compare(e.copy(), e)
@@ -433,7 +433,7 @@ def test_unflatten_like_round_trip():
     np.testing.assert_array_equal(rebuilt["aux"][1][1], np.full(3, 30.0))
     again = [leaf for _, leaf in flatten_tree(rebuilt, "output")]
     assert len(again) == len(new_leaves)
-    for x, y in zip(again, new_leaves):
+    for x, y in zip(again, new_leaves, strict=True):
         assert x is y
 
 
