@@ -39,10 +39,17 @@ def unflatten_like(structure: Any, leaves: Sequence[Any]) -> Any:
         if isinstance(node, Mapping):
             return {key: build(value) for key, value in node.items()}
         if isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
-            return type(node)(build(value) for value in node) if isinstance(node, tuple) else [build(v) for v in node]
+            return rebuild_sequence(node, [build(value) for value in node])
         return next(iterator)
 
     return build(structure)
+
+
+def rebuild_sequence(like: Sequence[Any], values: list[Any]) -> Any:
+    """A sequence of ``like``'s kind holding ``values``: tuples (named ones too) stay tuples, the rest become lists."""
+    if isinstance(like, tuple):
+        return type(like)(*values) if hasattr(like, "_fields") else tuple(values)
+    return values
 
 
 def compare_trees(actual: Any, expected: Any, *, atol: float, rtol: float, path: str = "output",
@@ -81,6 +88,9 @@ def _compare_node(actual: Any, expected: Any, path: str, atol: float, rtol: floa
             return
         for index, (a, e) in enumerate(zip(actual, expected)):
             _compare_node(a, e, f"{path}[{index}]", atol, rtol, equal_nan, leaves)
+        return
+    if isinstance(actual, Mapping) or (isinstance(actual, Sequence) and not isinstance(actual, (str, bytes))):
+        leaves[path] = _structure_problem(path, expected, f"source gives an array, target gives {_kind(actual)}")
         return
     leaves[path] = compare_arrays(path, actual, expected, atol=atol, rtol=rtol, equal_nan=equal_nan)
 
@@ -125,9 +135,14 @@ def compare_arrays(name: str, actual: Any, expected: Any, *, atol: float, rtol: 
     finite = np.isfinite(a) & np.isfinite(e)
     both_nan = np.isnan(a) & np.isnan(e)
     same_inf = np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e))
-    abs_diff = np.where(finite, np.abs(a - e), 0.0)
+    # Differences only between finite pairs: inf - inf would warn (an error under filterwarnings=error).
+    abs_diff = np.abs(np.where(finite, a, 0.0) - np.where(finite, e, 0.0))
     allowed = atol + rtol * np.abs(np.where(finite, e, 0.0))
-    ok = (finite & (abs_diff <= allowed)) | same_inf | (both_nan & equal_nan)
+    if exact:
+        # Compared as integers: float64 cannot tell int64 values above 2**53 apart.
+        ok = np.asarray(actual == expected)
+    else:
+        ok = (finite & (abs_diff <= allowed)) | same_inf | (both_nan & equal_nan)
     mismatched = int(total - np.count_nonzero(ok))
 
     # Relative differences only where the source is non-zero: after a ReLU most reference values are exactly 0 and a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -53,11 +54,11 @@ class TreeComparison:
 
     @property
     def max_abs(self) -> float:
-        return max((leaf.max_abs for leaf in self.leaves.values()), default=0.0)
+        return _worst(leaf.max_abs for leaf in self.leaves.values())
 
     @property
     def max_rel(self) -> float:
-        return max((leaf.max_rel for leaf in self.leaves.values()), default=0.0)
+        return _worst(leaf.max_rel for leaf in self.leaves.values())
 
     @property
     def mismatched(self) -> int:
@@ -161,6 +162,11 @@ class ParityResult:
             "run_s": self.run_s,
             "diagnosis": self.diagnosis,
         }
+
+
+def _worst(figures: Iterable[float]) -> float:
+    """The largest figure, NaN counting as the worst (plain max() lets NaN win or lose by position)."""
+    return max(figures, key=lambda figure: (math.isnan(figure), figure), default=0.0)
 
 
 def _json_float(value: float) -> float | str:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import import_guard
-from pytest_parity.compare import flatten_tree
+from pytest_parity.compare import flatten_tree, rebuild_sequence
 from pytest_parity.errors import FrameworkNotInstalled
 from pytest_parity.frameworks import ModelInputs
 
@@ -117,8 +117,7 @@ class TensorFlowModel:
         if isinstance(tree, Mapping):
             return {key: self._sorted_tree(tree[key]) for key in sorted(tree)}
         if isinstance(tree, (list, tuple)):
-            return type(tree)(self._sorted_tree(v) for v in tree) if isinstance(tree, tuple) else [
-                self._sorted_tree(v) for v in tree]
+            return rebuild_sequence(tree, [self._sorted_tree(v) for v in tree])
         return tree
 
     def run(self, inputs: ModelInputs, device: str,
@@ -179,7 +178,7 @@ def _to_numpy(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {k: _to_numpy(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(_to_numpy(v) for v in tree) if isinstance(tree, tuple) else [_to_numpy(v) for v in tree]
+        return rebuild_sequence(tree, [_to_numpy(v) for v in tree])
     return np.asarray(tree.numpy() if hasattr(tree, "numpy") else tree)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import import_guard
-from pytest_parity.compare import flatten_tree
+from pytest_parity.compare import flatten_tree, rebuild_sequence
 from pytest_parity.errors import FrameworkNotInstalled
 from pytest_parity.frameworks import ModelInputs
 
@@ -116,7 +116,7 @@ def _to_numpy(tree: Any, like: Any = None) -> Any:
     if isinstance(tree, dict):
         return {k: _to_numpy(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(_to_numpy(v) for v in tree) if isinstance(tree, tuple) else [_to_numpy(v) for v in tree]
+        return rebuild_sequence(tree, [_to_numpy(v) for v in tree])
     if hasattr(tree, "detach"):
         return tree.detach().cpu().numpy()
     return np.asarray(tree)

@@ -173,8 +173,6 @@ def test_integer_target_against_float_source_keeps_tolerance_but_flags_dtype():
     assert "dtype mismatch" in c.problem
 
 
-@pytest.mark.xfail(strict=True, reason="compare.py casts integers to float64 before comparing, so int64 values above "
-                                        "2**53 that differ by 1 compare equal: integers are not matched exactly")
 def test_large_int64_values_are_compared_exactly():
     e = np.array([2**53], dtype=np.int64)
     a = np.array([2**53 + 1], dtype=np.int64)
@@ -256,9 +254,6 @@ def test_same_sign_inf_matches():
     assert c.problem is None
 
 
-@pytest.mark.xfail(strict=True, reason="compare.py computes np.abs(a - e) for every element before masking, so "
-                                        "inf - inf emits 'RuntimeWarning: invalid value encountered in subtract' "
-                                        "(an error under -W error / filterwarnings=error)")
 def test_same_sign_inf_emits_no_runtime_warning():
     e = np.array([np.inf, 1.0])
     c = _compare(e.copy(), e)
@@ -441,8 +436,6 @@ def test_unflatten_like_single_leaf():
     assert unflatten_like(np.zeros(1), ["leaf"]) == "leaf"
 
 
-@pytest.mark.xfail(strict=True, reason="compare.py unflatten_like rebuilds tuples with type(node)(generator), which "
-                                        "raises TypeError for namedtuples although flatten_tree flattens them")
 def test_unflatten_like_round_trip_namedtuple():
     Pair = collections.namedtuple("Pair", "first second")
     tree = Pair(np.zeros(1), np.ones(2))
@@ -547,12 +540,8 @@ def test_compare_trees_nested_structure_problem_has_nested_path():
 
 
 @pytest.mark.parametrize("source_shape", [
-    pytest.param((2,), marks=pytest.mark.xfail(
-        strict=True, reason="compare.py _compare_node treats a dict target against an array source as an array "
-                            "(np.asarray(dict)) and reports a misleading 'shape mismatch ... target ()'")),
-    pytest.param((), marks=pytest.mark.xfail(
-        strict=True, reason="compare.py _compare_node: a dict target against a 0-d source array reaches "
-                            "astype(np.float64) on an object array and raises TypeError")),
+    (2,),
+    (),
 ])
 def test_compare_trees_array_source_dict_target_is_a_structure_mismatch(source_shape):
     tree = compare_trees({"a": np.ones(2)}, np.ones(source_shape), atol=ATOL, rtol=RTOL)
@@ -596,8 +585,6 @@ def test_tree_comparison_empty_defaults():
     assert tree.failures == []
 
 
-@pytest.mark.xfail(strict=True, reason="result.py TreeComparison.max_abs uses max() over floats: a NaN leaf figure "
-                                        "(complex tensors) wins or loses depending on leaf order")
 def test_tree_comparison_worst_does_not_depend_on_leaf_order():
     unsupported = _compare(np.array([1 + 0j]), np.array([1 + 0j]))
     off = compare_arrays("b", np.array([1.5]), np.array([1.0]), atol=0.0, rtol=0.0)

@@ -47,7 +47,7 @@ def test_marker_arguments_are_the_settings_fields():
 
 def test_settings_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        BASE.atol = 1.0  # type: ignore[misc]
+        BASE.atol = 1.0
 
 
 def test_resolve_without_arguments_returns_equal_settings():

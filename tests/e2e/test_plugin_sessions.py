@@ -1,0 +1,158 @@
+"""Whole pytest sessions with real frameworks, each in a fresh process (pytester subprocess)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+LINEAR_MODEL = """
+import keras
+
+def build():
+    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="linear")
+"""
+
+
+def test_summary_and_json_report_of_a_real_session(pytester):
+    pytester.makepyfile(linear_model=LINEAR_MODEL)
+    pytester.makepyfile(
+        test_session="""
+        import pytest
+        from linear_model import build
+
+        @pytest.mark.parity(devices=("cpu",))
+        def test_passes(parity):
+            parity.check(build(), inputs=parity.randn(4, 2))
+
+        @pytest.mark.parity(devices=("cpu",), atol=0.0, rtol=0.0, grad_atol=0.0, grad_rtol=0.0)
+        def test_fails(parity):
+            parity.check(build(), inputs=parity.randn(256, 2) * 1e4)
+        """
+    )
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(f"--parity-report={report}", "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] == 1
+    result.stdout.fnmatch_lines([
+        "*= parity summary =*",
+        "test*device*route*outputs max abs*grads max abs*speed*result",
+        "test_session.py::test_passes[[]cpu[]]*cpu*tensorflow -> onnx -> torch*PASS",
+        f"parity report written to {report}",
+    ])
+    document = json.loads(report.read_text())
+    assert set(document) == {"version", "created", "environment", "results"}
+    assert document["environment"]["tensorflow"] and document["environment"]["torch"]
+    passing = document["results"][0]
+    assert passing["nodeid"] == "test_session.py::test_passes[cpu]"
+    assert passing["device"] == "cpu" and passing["route"] == "tensorflow -> onnx -> torch" and passing["passed"]
+    assert {"max_abs", "max_rel", "mismatched", "total", "atol", "rtol", "passed"} <= set(passing["outputs"])
+    assert set(passing["grads"]) == {"input", "linear/dense/kernel", "linear/dense/bias"}
+    assert passing["speed"] is None
+    # With zero tolerances float32 round-off over 256 large inputs fails: then the row, report and message say so.
+    if outcomes.get("failed"):
+        result.stdout.fnmatch_lines(["*Mismatched elements:*", "*test_fails[[]cpu[]]*FAIL"])
+        assert document["results"][1]["passed"] is False
+
+
+def test_a_test_module_importing_tensorflow_at_top_level_runs_a_check_without_crashing(pytester):
+    # `import tensorflow` and then the first `import triton` (via onnx2torch -> torchvision) used to segfault.
+    pytester.makepyfile(
+        """
+        import tensorflow as tf
+        import keras
+        import pytest
+
+        @pytest.mark.parity(devices=("cpu",))
+        def test_after_tensorflow(parity):
+            model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            assert parity.check(model, inputs=parity.randn(2, 3)).passed
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    result.assert_outcomes(passed=1)
+
+
+def test_late_guard_keeps_the_process_alive_when_tensorflow_came_first():
+    code = (
+        "import warnings, tensorflow\n"
+        "from pytest_parity import import_guard\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import_guard.before_torch_import()\n"
+        "import torchvision, onnx2torch\n"
+        "print('alive', any('triton is disabled' in str(w.message) for w in caught))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "alive True" in completed.stdout
+
+
+def test_bad_input_fails_one_test_with_a_message_and_the_session_goes_on(pytester):
+    pytester.makepyfile(linear_model=LINEAR_MODEL)
+    pytester.makepyfile(
+        test_session="""
+        import pytest
+        from linear_model import build
+
+        @pytest.mark.parity(devices=("cpu",))
+        def test_wrong_shape(parity):
+            parity.check(build(), inputs=parity.randn(4, 3))
+
+        @pytest.mark.parity(devices=("cpu",))
+        def test_right_shape(parity):
+            parity.check(build(), inputs=parity.randn(4, 2))
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*Running the source model (Keras Sequential 'linear') on the given inputs "
+                                 "(input: float32[[]4, 3[]]) failed*"])
+    result.stdout.no_fnmatch_line("*pytest_parity/*.py:*")
+
+
+@pytest.mark.parametrize(
+    ("blocked", "extra"),
+    [("torch", "pytest-parity[torch]"), ("onnx2torch", "pytest-parity[torch]"), ("tf2onnx", "pytest-parity[tensorflow]")],
+)
+def test_a_missing_framework_skips_with_the_extra_to_install(pytester, blocked, extra):
+    pytester.makeconftest(f"import sys\nsys.modules[{blocked!r}] = None  # as if it were not installed\n")
+    pytester.makepyfile(linear_model=LINEAR_MODEL)
+    pytester.makepyfile(
+        test_session="""
+        import pytest
+        from linear_model import build
+
+        @pytest.mark.parity(devices=("cpu",))
+        def test_needs_it(parity):
+            parity.check(build(), inputs=parity.randn(4, 2))
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    result.stdout.re_match_lines([f".*'{blocked}' cannot be imported.*" + re.escape(f"pip install '{extra}'")])
+
+
+def test_a_missing_tensorflow_skips_with_the_extra_to_install(pytester):
+    pytester.makeconftest("import sys\nsys.modules['tensorflow'] = None  # as if it were not installed\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        class SavedKerasModel:  # what a test gets when it loads a Keras model object without TensorFlow around
+            pass
+        SavedKerasModel.__module__ = "keras.src.models.sequential"
+
+        @pytest.mark.parity(devices=("cpu",))
+        def test_needs_tensorflow(parity):
+            parity.check(SavedKerasModel(), inputs=parity.randn(4, 2))
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    result.stdout.re_match_lines([".*tensorflow is needed.*'tensorflow' cannot be imported.*"
+                                  + re.escape("pip install 'pytest-parity[tensorflow]'")])
