@@ -58,7 +58,7 @@ def export_tensorflow(source: Any, inputs: ModelInputs) -> Any:
         model_proto = source.to_onnx(inputs, OPSET)
     except FrameworkNotInstalled:
         raise
-    except Exception as error:  # noqa: BLE001 - any converter failure becomes one clear message
+    except Exception as error:
         raise ConversionError(
             f"{step} failed for {source.description}: {type(error).__name__}: {_first_line(error)}\n"
             f"What you can do: check that the model runs under tf.function with inputs of the given shapes "
@@ -122,7 +122,7 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
             f"What you can do: register one with onnx2torch.node_converters.registry.add_converter("
             f"operation_type={op!r}, version={version}) before the check, or avoid the layer that produces it.",
             step=step, op=op, opset=OPSET) from None
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise ConversionError(f"{step} failed: {type(error).__name__}: {_first_line(error)}", step=step,
                               opset=OPSET) from None
 

@@ -103,7 +103,7 @@ def _run_source(source: ModelAdapter, inputs: ModelInputs, device: str,
                 cotangents: Callable[[list[np.ndarray]], list[np.ndarray | None]] | None) -> Any:
     try:
         return source.run(inputs, device, cotangents)
-    except Exception as error:  # noqa: BLE001 - a model that cannot run these inputs is a usage error
+    except Exception as error:
         expected = source.expected_inputs()
         hint = f" The model expects {expected}." if expected else ""
         message = str(error).strip().splitlines()
@@ -201,7 +201,7 @@ def _compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray 
                        target_input_grads: list[np.ndarray | None], source_weight_grads: dict[str, Any],
                        target_weight_grads: dict[str, Any], grad_matches: list[Any],
                        settings: ParitySettings) -> dict[str, Comparison]:
-    tolerance = {"atol": settings.grad_atol, "rtol": settings.grad_rtol}
+    tolerance = (settings.grad_atol, settings.grad_rtol)
     grads: dict[str, Comparison] = {}
     for name, source_grad, target_grad in zip(inputs.names, source_input_grads, target_input_grads):
         label = _input_label(inputs, name)
@@ -219,10 +219,11 @@ def _compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray 
 
 
 def _gradient_comparison(name: str, target_name: str, source_grad: np.ndarray | None,
-                         target_grad: np.ndarray | None, tolerance: dict[str, float]) -> Comparison:
+                         target_grad: np.ndarray | None, tolerance: tuple[float, float]) -> Comparison:
+    atol, rtol = tolerance
     if target_grad is None and source_grad is not None:
         return Comparison(name=name, passed=False, max_abs=float("inf"), max_rel=float("inf"),
-                          mismatched=int(source_grad.size), total=int(source_grad.size), **tolerance,
+                          mismatched=int(source_grad.size), total=int(source_grad.size), atol=atol, rtol=rtol,
                           problem=f"no gradient reaches the target tensor {target_name!r}: it does not take part in "
                                   f"autograd in the target, although the source's output depends on it")
     if source_grad is None:
@@ -230,7 +231,7 @@ def _gradient_comparison(name: str, target_name: str, source_grad: np.ndarray | 
         assert target_grad is not None
         source_grad = np.zeros_like(target_grad)
     assert target_grad is not None
-    return compare.compare_arrays(name, target_grad, source_grad, **tolerance)
+    return compare.compare_arrays(name, target_grad, source_grad, atol=atol, rtol=rtol)
 
 
 def _compare_transferred_weights(source: ModelAdapter, target: ModelAdapter,
@@ -250,15 +251,14 @@ def _diagnose(conversion: bridge.Conversion, inputs: ModelInputs, source_outputs
     """Which step diverged, with onnxruntime running the ONNX graph as a neutral referee."""
     try:
         referee = bridge.run_onnxruntime(conversion.onnx_model, inputs)
-    except Exception as error:  # noqa: BLE001 - the diagnosis is a bonus; never let it hide the real failure
+    except Exception as error:
         return f"onnxruntime could not run the exported graph ({type(error).__name__}), so no step is singled out"
     source_leaves = [leaf for _, leaf in compare.flatten_tree(source_outputs, "output")]
     target_leaves = [leaf for _, leaf in compare.flatten_tree(target_outputs, "output")]
     if len(referee) != len(source_leaves) or len(referee) != len(target_leaves):
         return None
-    tolerance = {"atol": settings.atol, "rtol": settings.rtol}
-    export_ok = compare.compare_trees(referee, source_leaves, **tolerance)
-    import_ok = compare.compare_trees(target_leaves, referee, **tolerance)
+    export_ok = compare.compare_trees(referee, source_leaves, atol=settings.atol, rtol=settings.rtol)
+    import_ok = compare.compare_trees(target_leaves, referee, atol=settings.atol, rtol=settings.rtol)
     export_step, import_step = conversion.route.split(" -> ")[0], conversion.route.split(" -> ")[-1]
     verdict = (f"source vs onnxruntime: max abs {export_ok.max_abs:.3g} ({'agree' if export_ok.passed else 'differ'});"
                f" onnxruntime vs target: max abs {import_ok.max_abs:.3g} "

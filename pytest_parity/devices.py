@@ -68,12 +68,15 @@ def exact_float32(frameworks: set[str], device: str) -> Iterator[None]:
     if "torch" in frameworks:
         import torch
 
-        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        settings: list[tuple[Any, str]]
+        exact: Any
+        backends: Any = torch.backends
+        if hasattr(backends.cuda.matmul, "fp32_precision"):
             # torch >= 2.9: the allow_tf32 flags are deprecated in favour of per-backend fp32_precision.
-            settings = [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision")]
+            settings = [(backends.cuda.matmul, "fp32_precision"), (backends.cudnn.conv, "fp32_precision")]
             exact = "ieee"
         else:
-            settings = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+            settings = [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")]
             exact = False
         previous_torch = [getattr(owner, attribute) for owner, attribute in settings]
         for owner, attribute in settings:

@@ -49,25 +49,23 @@ class ParityFixture:
         self._request = request
         self._session = session
         marker = request.node.get_closest_marker("parity")
+        invalid: str | None = None
         try:
             self.settings = settings.resolve(session.base_settings, marker.args if marker else (),
                                              marker.kwargs if marker else {})
         except ParityUsageError as error:
             invalid = str(error)
-        else:
-            invalid = None
         if invalid is not None:
             pytest.fail(invalid, pytrace=False)
-        self._seed_key = seed_key(request.node)
-        self._input_generator = seeded_generator(self._seed_key, self.settings.seed, "inputs")
+        self._seed_key: str = seed_key(request.node)
+        self._input_generator: np.random.Generator = seeded_generator(self._seed_key, self.settings.seed, "inputs")
 
-    def randn(self, *shape: int | tuple[int, ...]) -> np.ndarray:
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        if not all(isinstance(size, (int, np.integer)) and size >= 0 for size in shape):
-            raise ParityUsageError(f"parity.randn{shape!r}: the shape must be non-negative integers, "
+    def randn(self, *shape: Any) -> np.ndarray:
+        sizes: tuple[Any, ...] = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        if not all(isinstance(size, (int, np.integer)) and size >= 0 for size in sizes):
+            raise ParityUsageError(f"parity.randn{sizes!r}: the shape must be non-negative integers, "
                                    f"for example parity.randn(8, 32, 32, 3)")
-        return self._input_generator.standard_normal(tuple(int(s) for s in shape)).astype(np.float32)
+        return self._input_generator.standard_normal(tuple(int(size) for size in sizes)).astype(np.float32)
 
     def check(self, source: Any, target: Any = None, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True

@@ -70,8 +70,8 @@ class ModelAdapter(Protocol):
         output leaves and returns that list. Returns (output leaves, input gradients, weight gradients).
         """
 
-    def output_structure(self, inputs: ModelInputs, device: str) -> Any:
-        """The nested structure of the model's output (leaves are numpy arrays)."""
+    def expected_inputs(self) -> str | None:
+        """What the model says it expects as input (for error messages), when it says."""
 
 
 def load_adapter(framework: str, model: Any) -> ModelAdapter:

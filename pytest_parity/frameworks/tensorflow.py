@@ -91,7 +91,7 @@ class TensorFlowModel:
     def expected_inputs(self) -> str | None:
         shape = getattr(self.model, "input_shape", None) if self.is_keras else None
         if shape is None:
-            signature = getattr(getattr(self.model, "__call__", None), "input_signature", None)
+            signature = getattr(type(self.model).__dict__.get("__call__"), "input_signature", None)
             if signature:
                 return ", ".join(f"{s.dtype.name}{s.shape}" for s in signature)
             return None

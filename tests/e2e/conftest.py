@@ -4,7 +4,7 @@ import pytest
 
 # End-to-end tests run the real frameworks; without them installed they are skipped with the extra to install.
 pytest.importorskip("tensorflow", reason="end-to-end tests need TensorFlow: pip install 'pytest-parity[all]'")
-pytest.importorskip("onnx2torch", reason="end-to-end tests need PyTorch and onnx2torch: pip install 'pytest-parity[all]'")
+pytest.importorskip("onnx2torch", reason="end-to-end tests need PyTorch, onnx2torch: pip install 'pytest-parity[all]'")
 
 
 def pytest_collection_modifyitems(items):

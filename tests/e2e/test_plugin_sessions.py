@@ -117,7 +117,8 @@ def test_bad_input_fails_one_test_with_a_message_and_the_session_goes_on(pyteste
 
 @pytest.mark.parametrize(
     ("blocked", "extra"),
-    [("torch", "pytest-parity[torch]"), ("onnx2torch", "pytest-parity[torch]"), ("tf2onnx", "pytest-parity[tensorflow]")],
+    [("torch", "pytest-parity[torch]"), ("onnx2torch", "pytest-parity[torch]"),
+     ("tf2onnx", "pytest-parity[tensorflow]")],
 )
 def test_a_missing_framework_skips_with_the_extra_to_install(pytester, blocked, extra):
     pytester.makeconftest(f"import sys\nsys.modules[{blocked!r}] = None  # as if it were not installed\n")
