@@ -51,7 +51,7 @@ class ParityFixture:
         marker = request.node.get_closest_marker("parity")
         invalid: str | None = None
         try:
-            self.settings = settings.resolve(session.base_settings, marker.args if marker else (),
+            self.settings = settings.resolve(settings.ParitySettings(seed=session.seed), marker.args if marker else (),
                                              marker.kwargs if marker else {})
         except ParityUsageError as error:
             invalid = str(error)

@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_parity import import_guard
-from pytest_parity.errors import ParityUsageError
-from pytest_parity.session import ParitySession
-from pytest_parity.settings import KNOWN_DEVICES, ParitySettings, parse_devices_option, resolve
+from pytest_parity.session import KNOWN_DEVICES, ParitySession, parse_devices_option
 
 if TYPE_CHECKING:
     from pytest_parity.fixture import ParityFixture
@@ -75,8 +73,7 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
     if seed_option < 0:
         raise pytest.UsageError(f"--parity-seed must be >= 0, got {seed_option}")
     report_path = config.getoption("parity_report") or str(config.getini("parity_report")) or None
-    return ParitySession(base_settings=ParitySettings(seed=seed_option), devices=devices_option,
-                         report_path=report_path)
+    return ParitySession(seed=seed_option, devices=devices_option, report_path=report_path)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,10 +85,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "parity" not in metafunc.fixturenames:
         return
+    from pytest_parity.errors import ParityUsageError
+    from pytest_parity.settings import ParitySettings, resolve
+
     session = metafunc.config.stash[SESSION_KEY]
     marker = metafunc.definition.get_closest_marker("parity")
     try:
-        wanted = resolve(session.base_settings, (), dict(marker.kwargs) if marker else {}).devices
+        wanted = resolve(ParitySettings(seed=session.seed), (), dict(marker.kwargs) if marker else {}).devices
     except ParityUsageError:
         # Reported by the fixture at setup, where it fails just this test with the message.
         wanted = session.devices[:1]

@@ -1,18 +1,29 @@
-"""Session-wide parity state, kept in ``config.stash`` (not on a private attribute). Imports nothing heavy."""
+"""Session-wide parity state, kept in ``config.stash`` (not on a private attribute).
+
+Imported by the plugin at start-up, so it imports nothing: every pytest session pays for this module.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_parity.settings import ParitySettings
+KNOWN_DEVICES = ("cpu", "cuda")
 
 
-@dataclass
+def parse_devices_option(text: str) -> tuple[str, ...]:
+    """``--parity-devices=cpu,cuda`` -> ('cpu', 'cuda'); ValueError on unknown names."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in KNOWN_DEVICES]
+    if not names or unknown:
+        raise ValueError(f"expected a comma-separated list of {', '.join(KNOWN_DEVICES)}, got {text!r}")
+    return names
+
+
 class ParitySession:
-    """Settings from the command line and ini, and the records of the checks that ran (plain dicts)."""
+    """Options from the command line and ini, and the records of the checks that ran (plain dicts)."""
 
-    base_settings: ParitySettings
-    devices: tuple[str, ...]
-    report_path: str | None
-    records: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(self, seed: int, devices: tuple[str, ...], report_path: str | None) -> None:
+        self.seed = seed
+        self.devices = devices
+        self.report_path = report_path
+        self.records: list[dict[str, Any]] = []

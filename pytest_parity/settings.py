@@ -12,8 +12,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pytest_parity.errors import ParityUsageError
+from pytest_parity.session import KNOWN_DEVICES, parse_devices_option
 
-KNOWN_DEVICES = ("cpu", "cuda")
+__all__ = ["KNOWN_DEVICES", "MARKER_ARGUMENTS", "ParitySettings", "parse_devices_option", "resolve", "with_overrides"]
+
 KNOWN_TARGETS = ("torch",)
 
 
@@ -117,12 +119,3 @@ def with_overrides(settings: ParitySettings, overrides: dict[str, Any]) -> Parit
                                f"parametrized, so set it in @pytest.mark.parity(...) instead")
     _unknown_arguments(overrides, allowed, "parity.check()")
     return replace(settings, **{name: _check_value(name, value) for name, value in overrides.items()})
-
-
-def parse_devices_option(text: str) -> tuple[str, ...]:
-    """``--parity-devices=cpu,cuda`` -> ('cpu', 'cuda'); raises ValueError (argparse shows it) on unknown names."""
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [name for name in names if name not in KNOWN_DEVICES]
-    if not names or unknown:
-        raise ValueError(f"expected a comma-separated list of {', '.join(KNOWN_DEVICES)}, got {text!r}")
-    return names
