@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import bridge, compare
-from pytest_parity.errors import ParityError, ParityUsageError
+from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
 from pytest_parity.result import Comparison, ParityResult
 from pytest_parity.settings import ParitySettings
@@ -32,10 +32,6 @@ def seeded_generator(seed_key: str, seed: int, purpose: str) -> np.random.Genera
     """The same stream for the same test, seed and purpose on every machine (no process-salted hash())."""
     digest = hashlib.sha256(f"{seed_key}|{seed}|{purpose}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-class DeviceUnavailable(Exception):
-    """The requested device cannot be used by a framework this check needs; the plugin skips with the message."""
 
 
 def run_check(source_model: Any, target_model: Any, inputs: Any, settings: ParitySettings, device: str,

@@ -3,7 +3,8 @@
 - ``ParityError``: the two models disagree. It is an ``AssertionError`` so that pytest reports it as a test failure.
 - ``ParityUsageError``: the check could not be run as asked (bad marker argument, inputs that do not fit the model,
   an op a converter cannot handle, a model returning NaN). The plugin turns it into a failure with just the message.
-- ``FrameworkNotInstalled``: a framework the check needs is missing. The plugin turns it into a skip.
+- ``FrameworkNotInstalled``, ``DeviceUnavailable``: a framework or device the check needs is missing. The plugin
+  turns them into skips.
 """
 
 from __future__ import annotations
@@ -56,3 +57,7 @@ class FrameworkNotInstalled(Exception):
         )
         self.framework = framework
         self.module = module
+
+
+class DeviceUnavailable(Exception):
+    """The requested device cannot be used by a framework this check needs; the message says why."""

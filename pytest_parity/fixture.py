@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pytest_parity import report, settings
-from pytest_parity.errors import FrameworkNotInstalled, ParityError, ParityUsageError
+from pytest_parity.errors import DeviceUnavailable, FrameworkNotInstalled, ParityError, ParityUsageError
 from pytest_parity.result import ParityResult
 from pytest_parity.session import ParitySession
 
@@ -69,7 +69,7 @@ class ParityFixture:
 
     def check(self, source: Any, target: Any = None, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True
-        from pytest_parity.check import DeviceUnavailable, run_check
+        from pytest_parity.check import run_check
 
         # pytest.skip/fail are called outside the except blocks, so the report does not chain the internal exception.
         skip_reason = usage_error = None

@@ -74,6 +74,15 @@ class ModelAdapter(Protocol):
         """What the model says it expects as input (for error messages), when it says."""
 
 
+def split_gradients(is_float: list[bool], weight_names: list[str], gradients: list[np.ndarray | None]
+                    ) -> tuple[list[np.ndarray | None], dict[str, np.ndarray | None]]:
+    """Gradients taken w.r.t. [float inputs..., weights...] -> (one entry per input, None for non-float; by weight)."""
+    float_count = sum(is_float)
+    input_gradients = iter(gradients[:float_count])
+    return ([next(input_gradients) if floating else None for floating in is_float],
+            dict(zip(weight_names, gradients[float_count:])))
+
+
 def load_adapter(framework: str, model: Any) -> ModelAdapter:
     if framework == "tensorflow":
         from pytest_parity.frameworks.tensorflow import TensorFlowModel

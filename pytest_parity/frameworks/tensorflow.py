@@ -15,7 +15,7 @@ import numpy as np
 from pytest_parity import import_guard
 from pytest_parity.compare import flatten_tree, rebuild_sequence
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs
+from pytest_parity.frameworks import ModelInputs, split_gradients
 
 
 def import_tensorflow() -> Any:
@@ -143,9 +143,8 @@ class TensorFlowModel:
                          for leaf, c in zip(leaves, cots) if c is not None]
                 loss = tf.add_n(terms)
             gradients = tape.gradient(loss, float_inputs + variables)
-        input_grads_iter = iter(gradients[: len(float_inputs)])
-        input_grads = [_grad_to_numpy(next(input_grads_iter)) if t.dtype.is_floating else None for t in tensors]
-        weight_grads = {name: _grad_to_numpy(g) for name, g in zip(names, gradients[len(float_inputs):])}
+        input_grads, weight_grads = split_gradients([t.dtype.is_floating for t in tensors], names,
+                                                    [_grad_to_numpy(g) for g in gradients])
         return _to_numpy(tree), input_grads, weight_grads
 
     # -- export ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 from pytest_parity import import_guard
 from pytest_parity.compare import flatten_tree, rebuild_sequence
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs
+from pytest_parity.frameworks import ModelInputs, split_gradients
 
 
 def import_torch() -> Any:
@@ -101,9 +101,8 @@ class TorchModel:
                 gradients = torch.autograd.grad(loss, float_inputs + weights, allow_unused=True)
             else:  # no output depends on anything differentiable: every gradient is missing
                 gradients = (None,) * (len(float_inputs) + len(weights))
-        input_grads_iter = iter(gradients[: len(float_inputs)])
-        input_grads = [_grad_to_numpy(next(input_grads_iter)) if t.is_floating_point() else None for t in tensors]
-        weight_grads = {name: _grad_to_numpy(g) for name, g in zip(names, gradients[len(float_inputs):])}
+        input_grads, weight_grads = split_gradients([t.is_floating_point() for t in tensors], names,
+                                                    [_grad_to_numpy(g) for g in gradients])
         return _to_numpy([leaf.detach() for leaf in leaves], like=tree), input_grads, weight_grads
 
 

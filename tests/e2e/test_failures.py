@@ -23,25 +23,29 @@ def check(model, inputs, **settings):
     return run_check(model, None, inputs, ParitySettings(**settings), "cpu", "test")
 
 
-def test_a_weight_perturbed_by_1e_3_in_the_converted_model_fails_naming_that_weight(monkeypatch):
-    model = build_mnist_mlp()
-    first_kernel = model.layers[1].kernel
+def nudge_first_kernel_after_import(monkeypatch, kernel_shape, amount):
+    """Make the ONNX -> torch import step alter element (3, 7) of the source kernel shaped ``kernel_shape``."""
     real_from_onnx = torch_adapter.from_onnx
 
     def from_onnx_with_one_weight_off(model_proto):
         converted = real_from_onnx(model_proto)
         import torch
 
-        kernel_shape = tuple(first_kernel.shape)
         for tensor in [*converted.module.parameters(), *converted.module.buffers()]:
             # onnx2torch keeps a MatMul weight as [in, out] but turns a Gemm into Linear's [out, in].
             if tuple(tensor.shape) in (kernel_shape, kernel_shape[::-1]):
                 with torch.no_grad():
-                    tensor[(3, 7) if tuple(tensor.shape) == kernel_shape else (7, 3)] += 1e-3
+                    tensor[(3, 7) if tuple(tensor.shape) == kernel_shape else (7, 3)] += amount
                 return converted
         raise AssertionError("the converted model has no tensor shaped like the first kernel")
 
     monkeypatch.setattr(torch_adapter, "from_onnx", from_onnx_with_one_weight_off)
+
+
+def test_a_weight_perturbed_by_1e_3_in_the_converted_model_fails_naming_that_weight(monkeypatch):
+    model = build_mnist_mlp()
+    first_kernel = model.layers[1].kernel
+    nudge_first_kernel_after_import(monkeypatch, tuple(first_kernel.shape), 1e-3)
     with pytest.raises(ParityError) as failure:
         check(model, RNG.standard_normal((8, 28, 28)).astype(np.float32))
     message = str(failure.value)
@@ -50,11 +54,20 @@ def test_a_weight_perturbed_by_1e_3_in_the_converted_model_fails_naming_that_wei
     assert "Mismatched elements: 1 / 100352 (0.0%)" in message
     greatest = re.search(r"Greatest absolute difference: (\S+) at index \(3, 7\) \(up to 0 allowed\)", message)
     assert greatest and float(greatest[1]) == pytest.approx(1e-3, rel=1e-3)
-    # onnxruntime, running the exported graph, agrees with the source: the import step is singled out.
-    assert "outputs: agree within tolerance" in message
-    assert "most of the difference comes from the ONNX -> torch import step" in message
     assert failure.value.result is not None and not failure.value.result.passed
     assert isinstance(failure.value, AssertionError)
+
+
+def test_onnxruntime_as_referee_singles_out_the_step_that_diverged(monkeypatch):
+    model = build_mnist_mlp()
+    nudge_first_kernel_after_import(monkeypatch, tuple(model.layers[1].kernel.shape), 50.0)
+    inputs = np.ones((8, 28, 28), np.float32)  # every pixel feeds the nudged weight: the outputs must move
+    with pytest.raises(ParityError) as failure:
+        check(model, inputs)
+    message = str(failure.value)
+    assert "outputs: 1 of 1 tensor(s) differ" in message
+    assert re.search(r"diagnosis: source vs onnxruntime: max abs \S+ \(agree\); onnxruntime vs target: max abs "
+                     r"\S+ \(differ\) -> the ONNX -> torch import step diverged", message)
 
 
 def test_gradients_that_differ_are_named_with_figures_and_tolerance():
