@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import import_guard
-from pytest_parity.compare import flatten_tree, rebuild_sequence
+from pytest_parity.compare import flatten_tree, rebuild_sequence, unflatten_like
 from pytest_parity.errors import FrameworkNotInstalled
 from pytest_parity.frameworks import ModelInputs, split_gradients
 
@@ -145,7 +145,8 @@ class TensorFlowModel:
             gradients = tape.gradient(loss, float_inputs + variables)
         input_grads, weight_grads = split_gradients([t.dtype.is_floating for t in tensors], names,
                                                     [_grad_to_numpy(g) for g in gradients])
-        return _to_numpy(tree), input_grads, weight_grads
+        # The outputs were already copied to numpy for the cotangents: reuse them.
+        return unflatten_like(tree, leaves_np), input_grads, weight_grads
 
     # -- export ----------------------------------------------------------------------------------------------
     def to_onnx(self, inputs: ModelInputs, opset: int) -> Any:

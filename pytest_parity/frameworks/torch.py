@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import import_guard
-from pytest_parity.compare import flatten_tree, rebuild_sequence
+from pytest_parity.compare import flatten_tree, rebuild_sequence, unflatten_like
 from pytest_parity.errors import FrameworkNotInstalled
 from pytest_parity.frameworks import ModelInputs, split_gradients
 
@@ -103,15 +103,11 @@ class TorchModel:
                 gradients = (None,) * (len(float_inputs) + len(weights))
         input_grads, weight_grads = split_gradients([t.is_floating_point() for t in tensors], names,
                                                     [_grad_to_numpy(g) for g in gradients])
-        return _to_numpy([leaf.detach() for leaf in leaves], like=tree), input_grads, weight_grads
+        # The outputs were already copied to numpy for the cotangents: reuse them.
+        return unflatten_like(tree, leaves_np), input_grads, weight_grads
 
 
-def _to_numpy(tree: Any, like: Any = None) -> Any:
-    """Tensors -> numpy; with ``like``, a flat list of leaves is put back into that structure."""
-    if like is not None:
-        from pytest_parity.compare import unflatten_like
-
-        return _to_numpy(unflatten_like(like, tree))
+def _to_numpy(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {k: _to_numpy(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
