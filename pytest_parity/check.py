@@ -15,9 +15,9 @@ import numpy as np
 from pytest_parity import bridge, compare
 from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
-from pytest_parity.result import Comparison, ParityResult
+from pytest_parity.result import Comparison, ParityResult, SpeedResult
 from pytest_parity.settings import ParitySettings
-from pytest_parity.weight_matching import WeightMatching, match_weights
+from pytest_parity.weight_matching import WeightMatch, WeightMatching, match_weights
 
 # A transferred weight must be a copy: float32 resolution is ~6e-8 relative, converters only move elements around.
 WEIGHT_ATOL = 0.0
@@ -36,14 +36,19 @@ def seeded_generator(seed_key: str, seed: int, purpose: str) -> np.random.Genera
 
 def run_check(source_model: Any, target_model: Any, inputs: Any, settings: ParitySettings, device: str,
               seed_key: str) -> ParityResult:
-    if target_model is not None:
-        raise ParityUsageError(
-            "port mode (parity.check(source, target, ...) with a hand-written target model) is not available in this "
-            "version of pytest-parity; call parity.check(source, inputs=...) to check the source against its "
-            "converted twin"
-        )
     source_framework = detect_framework(source_model)
     model_inputs = flatten_inputs(inputs)
+    if target_model is not None:
+        from pytest_parity.port.run import run_port
+
+        target_framework = detect_framework(target_model)
+        for framework in (source_framework, target_framework):
+            _require_device(framework, device)
+        return run_port(source_model, target_model, source_framework, target_framework, model_inputs, settings,
+                        device, seed_key)
+    if settings.layouts is not None:
+        raise ParityUsageError("layouts=... applies to port mode (parity.check(source, target, ...)); in convert mode "
+                               "the converted model takes the source's inputs as they are")
     target_framework = settings.target or DEFAULT_TARGET[source_framework]
     source = load_adapter(source_framework, source_model)
     _require_device(source_framework, device)
@@ -95,19 +100,48 @@ def randomize_constant_weights(adapter: ModelAdapter, rng: np.random.Generator) 
     return originals
 
 
+def source_run_failure(source: ModelAdapter, inputs: ModelInputs, error: BaseException) -> ParityUsageError:
+    """The source failing on the user's inputs is a usage error: say what was given and what the model expects."""
+    expected = source.expected_inputs()
+    hint = f" The model expects {expected}." if expected else ""
+    message = str(error).strip().splitlines()
+    return ParityUsageError(
+        f"Running the source model ({source.description}) on the given inputs ({inputs.describe()}) failed with "
+        f"{type(error).__name__}: {' '.join(message[:3])[:600]}\n"
+        f"Check the inputs' number, rank, shape and dtype against the model.{hint}"
+    )
+
+
 def _run_source(source: ModelAdapter, inputs: ModelInputs, device: str,
                 cotangents: Callable[[list[np.ndarray]], list[np.ndarray | None]] | None) -> Any:
     try:
         return source.run(inputs, device, cotangents)
     except Exception as error:
-        expected = source.expected_inputs()
-        hint = f" The model expects {expected}." if expected else ""
-        message = str(error).strip().splitlines()
-        raise ParityUsageError(
-            f"Running the source model ({source.description}) on the given inputs ({inputs.describe()}) failed with "
-            f"{type(error).__name__}: {' '.join(message[:3])[:600]}\n"
-            f"Check the inputs' number, rank, shape and dtype against the model.{hint}"
-        ) from None
+        raise source_run_failure(source, inputs, error) from None
+
+
+def make_cotangent_source(seed_key: str, seed: int) -> tuple[list[np.ndarray | None],
+                                                             Callable[[list[np.ndarray]], list[np.ndarray | None]]]:
+    """A list that fills with one seeded cotangent per output leaf when the source's outputs are first seen."""
+    rng = seeded_generator(seed_key, seed, "cotangents")
+    cotangents: list[np.ndarray | None] = []
+
+    def make(leaves: list[np.ndarray]) -> list[np.ndarray | None]:
+        # A seeded random cotangent, not sum(): the gradient of sum(softmax(x)) is zero and would hide any error.
+        cotangents.extend(rng.standard_normal(leaf.shape).astype(leaf.dtype)
+                          if np.issubdtype(leaf.dtype, np.floating) else None for leaf in leaves)
+        return cotangents
+
+    return cotangents, make
+
+
+def measure_speed_if_asked(settings: ParitySettings, run_source: Callable[[], Any],
+                           run_target: Callable[[], Any]) -> SpeedResult | None:
+    if settings.speed is None:
+        return None
+    from pytest_parity import timing
+
+    return timing.measure_speed(run_source, run_target, settings.speed)
 
 
 def _refuse_non_finite(tree: Any, what: str, description: str) -> None:
@@ -129,16 +163,7 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
                     device: str, seed_key: str) -> ParityResult:
     from pytest_parity import devices
 
-    cotangent_rng = seeded_generator(seed_key, settings.seed, "cotangents")
-    source_cotangents: list[np.ndarray | None] = []
-
-    def make_cotangents(leaves: list[np.ndarray]) -> list[np.ndarray | None]:
-        # A seeded random cotangent, not sum(): the gradient of sum(softmax(x)) is zero and would hide any error.
-        source_cotangents.extend(
-            cotangent_rng.standard_normal(leaf.shape).astype(leaf.dtype) if np.issubdtype(leaf.dtype, np.floating)
-            else None for leaf in leaves)
-        return source_cotangents
-
+    source_cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
     with devices.exact_float32({source.framework, target_framework}, device):
         started = time.perf_counter()
         source_outputs, source_input_grads, source_weight_grads = _run_source(
@@ -168,17 +193,17 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
 
         grads = None
         if settings.grad:
-            grads = _compare_gradients(inputs, source_input_grads or [], target_input_grads or [],
-                                       source_weight_grads or {}, target_weight_grads or {}, grad_matches, settings)
+            by_target = target_weight_grads or {}
+            carried = {m.source_name: _in_source_layout(m, by_target.get(m.target_name)) for m in grad_matches}
+            grads = _compare_gradients_by_name(inputs, source_input_grads or [], target_input_grads or [],
+                                               source_weight_grads or {}, carried,
+                                               [m.source_name for m in grad_matches], settings,
+                                               {m.source_name: m.target_name for m in grad_matches})
         weights = _compare_transferred_weights(source_weights, target_weights, matching)
         run_s = source_run_s + time.perf_counter() - started
 
-        speed = None
-        if settings.speed is not None:
-            from pytest_parity import timing
-
-            speed = timing.measure_speed(lambda: source.run(inputs, device, None),
-                                         lambda: target.run(inputs, device, None), settings.speed)
+        speed = measure_speed_if_asked(settings, lambda: source.run(inputs, device, None),
+                                       lambda: target.run(inputs, device, None))
 
     result = ParityResult(
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
@@ -194,10 +219,13 @@ def _input_label(inputs: ModelInputs, name: str) -> str:
     return f"input[{name!r}]" if inputs.kind == "named" else name
 
 
-def _compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray | None],
-                       target_input_grads: list[np.ndarray | None], source_weight_grads: dict[str, Any],
-                       target_weight_grads: dict[str, Any], grad_matches: list[Any],
-                       settings: ParitySettings) -> dict[str, Comparison]:
+def _compare_gradients_by_name(inputs: ModelInputs, source_input_grads: list[np.ndarray | None],
+                               target_input_grads: list[np.ndarray | None], source_weight_grads: dict[str, Any],
+                               carried_grads: dict[str, np.ndarray | None], weight_names: list[str],
+                               settings: ParitySettings, target_names: dict[str, str] | None = None,
+                               ) -> dict[str, Comparison]:
+    """Input gradients, then one comparison per source weight; ``carried_grads`` are the target's, already in the
+    source weight's layout (None where no gradient reached the target tensor)."""
     tolerance = (settings.grad_atol, settings.grad_rtol)
     grads: dict[str, Comparison] = {}
     for name, source_grad, target_grad in zip(inputs.names, source_input_grads, target_input_grads):
@@ -205,14 +233,14 @@ def _compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray 
         if source_grad is None and target_grad is None:
             continue  # integer inputs (ids, masks) have no gradient on either side
         grads[label] = _gradient_comparison(label, label, source_grad, target_grad, tolerance)
-    for match in grad_matches:
-        source_grad = source_weight_grads.get(match.source_name)
-        target_grad = target_weight_grads.get(match.target_name)
-        if target_grad is not None:
-            target_grad = match.to_source_layout(target_grad)
-        grads[match.source_name] = _gradient_comparison(match.source_name, match.target_name, source_grad,
-                                                        target_grad, tolerance)
+    for name in weight_names:
+        grads[name] = _gradient_comparison(name, (target_names or {}).get(name, name), source_weight_grads.get(name),
+                                           carried_grads.get(name), tolerance)
     return grads
+
+
+def _in_source_layout(match: WeightMatch, target_value: np.ndarray | None) -> np.ndarray | None:
+    return None if target_value is None else match.to_source_layout(target_value)
 
 
 def _gradient_comparison(name: str, target_name: str, source_grad: np.ndarray | None,

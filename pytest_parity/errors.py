@@ -61,3 +61,7 @@ class FrameworkNotInstalled(Exception):
 
 class DeviceUnavailable(Exception):
     """The requested device cannot be used by a framework this check needs; the message says why."""
+
+
+class WeightTransferError(ParityUsageError):
+    """Port mode: the source's weights cannot be carried into the target, because the two structures differ."""

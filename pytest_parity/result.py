@@ -129,8 +129,10 @@ class ParityResult:
     # Seconds spent carrying the model across (export, import, weight matching), and running the comparison.
     conversion_s: float = 0.0
     run_s: float = 0.0
-    # Filled only on failure: which step diverged, judged with onnxruntime as referee.
+    # Filled only on failure: which step (convert mode) or which layer (port mode) diverged.
     diagnosis: str | None = None
+    # What the check did that a user should know about, e.g. a Dense kernel permuted for a different flatten order.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -161,6 +163,7 @@ class ParityResult:
             "conversion_s": self.conversion_s,
             "run_s": self.run_s,
             "diagnosis": self.diagnosis,
+            "notes": list(self.notes),
         }
 
 

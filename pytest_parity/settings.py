@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pytest_parity.errors import ParityUsageError
+from pytest_parity.layouts import parse_layouts
 from pytest_parity.session import KNOWN_DEVICES, parse_devices_option
 
 __all__ = ["KNOWN_DEVICES", "MARKER_ARGUMENTS", "ParitySettings", "parse_devices_option", "resolve", "with_overrides"]
@@ -37,6 +38,8 @@ class ParitySettings:
     # check, and restore them afterwards: converters drop zero biases and fold identity statistics, which would hide
     # exactly the porting bugs (a missing bias, a wrong epsilon) a parity test exists to catch.
     randomize_constant_weights: bool = True
+    # Port mode: (source layout, target layout), e.g. ("NHWC", "NCHW"); inputs are given in the source's layout.
+    layouts: tuple[str, str] | None = None
 
 
 MARKER_ARGUMENTS = tuple(f.name for f in fields(ParitySettings))
@@ -86,6 +89,9 @@ def _check_value(name: str, value: Any) -> Any:
             raise ParityUsageError(f"parity argument speed={value!r} must be None (not measured) or a number > 0: "
                                    f"the largest allowed ratio target time / source time, for example speed=1.5")
         return float(value)
+    if name == "layouts":
+        pair = parse_layouts(value)
+        return None if pair is None else (pair.source, pair.target)
     if name == "target":
         if value is not None and value not in KNOWN_TARGETS:
             raise ParityUsageError(f"parity argument target={value!r}: convert mode can target {KNOWN_TARGETS} "

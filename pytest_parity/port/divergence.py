@@ -1,0 +1,171 @@
+"""Where a failed port diverges: compare the recorded activations of each layer pair, name the first that differs.
+
+Both models are recorded with the same weights (the target's carried from the source). Walking the pairs in order:
+- a pair whose inputs agree but whose outputs differ is the culprit; its attributes tell why where they can
+  (``epsilon differs: 0.001 vs 1e-05``, ``pads differ: [0, 0, 1, 1] vs [1, 1, 1, 1]``);
+- a pair whose inputs already differ while the previous pair's outputs agreed points at what runs between two
+  parametrised layers (activations, pooling, reshapes); the likely activation on each side is told by trying the
+  common ones on the previous output.
+Keras layers are recorded before their built-in activation, so a Dense(activation="relu") output compares with the
+Linear's output, and the relu shows up between the layers, where the PyTorch port applies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from pytest_parity import compare
+from pytest_parity.layouts import LayoutPair
+from pytest_parity.port.ops import LayerCall, ModelStructure, ParamOp
+from pytest_parity.port.transfer import FlattenPermutation, TransferPlan
+
+# Attributes whose difference is worth naming as a cause, in the order they are reported.
+TELLING_ATTRIBUTES = ("epsilon", "pads", "strides", "dilations", "group", "padding_mode", "output_padding")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "no activation": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "softmax": _softmax,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+    "leaky_relu(0.01)": lambda x: np.where(x > 0, x, 0.01 * x),
+    "leaky_relu(0.2)": lambda x: np.where(x > 0, x, 0.2 * x),
+}
+
+
+def _call_for(structure: ModelStructure, op: ParamOp) -> LayerCall | None:
+    # "sequential/separable[depthwise]" and "lstm[layer 1]" belong to the call of "sequential/separable" / "lstm".
+    return structure.call_of(op.layer.split("[", 1)[0])
+
+
+def _in_source_layout(array: np.ndarray, layouts: LayoutPair | None,
+                      flatten: FlattenPermutation | None = None) -> np.ndarray:
+    if flatten is not None and array.ndim == 2:
+        return flatten.features_to_source(array)
+    return layouts.target_to_source(array) if layouts is not None else array
+
+
+def _comparable(source: np.ndarray | None, target: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    if source is None or target is None:
+        return None
+    if source.shape == target.shape:
+        return source, target
+    # A Keras recurrent layer without return_sequences returns the last step; nn.LSTM always returns every step.
+    if source.ndim == 2 and target.ndim == 3 and target.shape[0] == source.shape[0] and \
+            target.shape[2] == source.shape[1]:
+        return source, target[:, -1]
+    if target.ndim == 2 and source.ndim == 3 and source.shape[0] == target.shape[0] and \
+            source.shape[2] == target.shape[1]:
+        return source[:, -1], target
+    return None
+
+
+def _figures(comparison: compare.Comparison) -> str:
+    return (f"max abs {comparison.max_abs:.3g}, {comparison.mismatched} / {comparison.total} elements outside "
+            f"atol {comparison.atol:g} + rtol {comparison.rtol:g}")
+
+
+def _attribute_causes(source: ParamOp, target: ParamOp) -> list[str]:
+    causes = []
+    for attribute in TELLING_ATTRIBUTES:
+        if attribute in source.attributes and attribute in target.attributes:
+            ours, theirs = source.attributes[attribute], target.attributes[attribute]
+            if ours is not None and theirs is not None and ours != theirs:
+                causes.append(f"{attribute} differs: {ours!r} vs {theirs!r}")
+    if "pads" in source.attributes and "pads" in target.attributes and any(c.startswith("pads") for c in causes):
+        causes.append("(pads are ONNX's [begin..., end...]; TF's padding='same' with stride > 1 pads more at the end, "
+                      "which a symmetric torch padding cannot express: pad explicitly with F.pad(x, (0, 1, 0, 1)) and "
+                      "padding=0)")
+    return causes
+
+
+def _activation_between(before: np.ndarray, after: np.ndarray) -> str | None:
+    if before.shape != after.shape:
+        return None
+    for name, function in ACTIVATIONS.items():
+        with np.errstate(over="ignore"):
+            if np.allclose(function(before.astype(np.float64)), after, atol=1e-5, rtol=1e-4):
+                return name
+    return None
+
+
+def _calls_between(structure: ModelStructure, first: LayerCall | None, second: LayerCall | None) -> list[str]:
+    calls = structure.calls
+    start = calls.index(first) + 1 if first in calls else 0
+    stop = calls.index(second) if second in calls else len(calls)
+    return [call.kind for call in calls[start:stop]]
+
+
+def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, layouts: LayoutPair | None,
+           atol: float, rtol: float) -> str | None:
+    """One paragraph naming the first layer pair that diverges, with its figures and the likely cause."""
+    previous: tuple[ParamOp, ParamOp, LayerCall | None, LayerCall | None, np.ndarray, np.ndarray] | None = None
+    for pair in plan.pairs:
+        source_call, target_call = _call_for(source, pair.source), _call_for(target, pair.target)
+        if source_call is None or target_call is None:
+            continue
+        label = f"{pair.source.label()} / {pair.target.label()}"
+        inputs = _comparable(source_call.input, None if target_call.input is None else
+                             _in_source_layout(target_call.input, layouts, pair.flatten))
+        if inputs is not None and np.issubdtype(inputs[0].dtype, np.floating):
+            agreement = compare.compare_arrays("input", inputs[1], inputs[0], atol=atol, rtol=rtol)
+            if not agreement.passed:
+                return _between(previous, pair.source, pair.target, source, target, source_call, target_call,
+                                inputs, agreement)
+        outputs = _comparable(source_call.output, None if target_call.output is None else
+                              _in_source_layout(target_call.output, layouts))
+        if outputs is None:
+            if source_call.output is not None and target_call.output is not None:
+                return (f"first divergence at {label}: output shapes differ, {list(source_call.output.shape)} vs "
+                        f"{list(target_call.output.shape)} (target shown in its own layout)"
+                        + _causes_text(_attribute_causes(pair.source, pair.target)))
+            continue
+        agreement = compare.compare_arrays("output", outputs[1], outputs[0], atol=atol, rtol=rtol)
+        if not agreement.passed:
+            return (f"first divergence at {label}: its inputs agree but its outputs differ ({_figures(agreement)})"
+                    + _causes_text(_attribute_causes(pair.source, pair.target)))
+        previous = (pair.source, pair.target, source_call, target_call, outputs[0], outputs[1])
+    if previous is None:
+        return None
+    source_after = _calls_between(source, previous[2], None)
+    target_after = _calls_between(target, previous[3], None)
+    return (f"every parametrised layer agrees up to and including {previous[0].label()} / {previous[1].label()}; the "
+            f"difference arises after it: source runs {source_after or 'nothing more'}, target runs "
+            f"{target_after or 'nothing more'} (an activation such as the final softmax, or what the model does "
+            f"outside its layers, differs)")
+
+
+def _causes_text(causes: list[str]) -> str:
+    return "; likely cause: " + " ".join(causes) if causes else ""
+
+
+def _between(previous: tuple[ParamOp, ParamOp, LayerCall | None, LayerCall | None, np.ndarray, np.ndarray] | None,
+             source_op: ParamOp, target_op: ParamOp, source: ModelStructure, target: ModelStructure,
+             source_call: LayerCall, target_call: LayerCall, inputs: tuple[np.ndarray, np.ndarray],
+             agreement: compare.Comparison) -> str:
+    label = f"{source_op.label()} / {target_op.label()}"
+    if previous is None:
+        return (f"the first parametrised layers {label} already receive different inputs ({_figures(agreement)}): "
+                f"check the inputs' layout (layouts=...) and what each model does before its first layer")
+    source_between = _calls_between(source, previous[2], source_call)
+    target_between = _calls_between(target, previous[3], target_call)
+    text = (f"first divergence between {previous[0].label()} / {previous[1].label()} and {label}: the outputs of the "
+            f"former agree, the inputs of the latter differ ({_figures(agreement)}); in between the source runs "
+            f"{source_between or 'nothing'}"
+            + (f" after its built-in {previous[0].attributes['activation']!r} activation"
+               if previous[0].attributes.get("activation") not in (None, "linear") else "")
+            + f", the target runs {target_between or 'nothing'}")
+    source_activation = _activation_between(previous[4], inputs[0])
+    target_activation = _activation_between(previous[5], inputs[1])
+    if source_activation and target_activation and source_activation != target_activation:
+        text += f"; likely cause: the source applies {source_activation}, the target {target_activation}"
+    return text

@@ -1,0 +1,372 @@
+"""Keras layers <-> ONNX conventions, and a recording run that says which layers a model calls, in order.
+
+Each rule reads one Keras layer into ParamOps (see ``ops``). Keras layouts: Dense kernel [in, out]; ConvND kernel
+[*kernel, in/groups, out]; DepthwiseConv kernel [*kernel, in, multiplier]; ConvNDTranspose kernel [*kernel, out, in];
+LSTM kernel [in, 4H] with gates i,f,c,o and one bias [4H]; GRU gates z,r,h with bias [2, 3H] when reset_after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.errors import ParityUsageError
+from pytest_parity.port.ops import (
+    GRU_KERAS_TO_ONNX,
+    LSTM_KERAS_TO_ONNX,
+    Binding,
+    LayerCall,
+    ModelStructure,
+    ParamOp,
+    moved,
+    reorder_gates,
+    restore_gates,
+    same,
+    same_padding,
+    stacked,
+)
+
+FRAMEWORK = "Keras"
+
+
+def _activation_name(function: Any) -> str:
+    return getattr(function, "__name__", type(function).__name__)
+
+
+def _conv_pads(layer: Any, call: LayerCall | None) -> list[int] | None:
+    """ONNX pads [begin..., end...] that this Keras convolution applies (known once an input size has been seen)."""
+    kernel = layer.kernel_size
+    if layer.padding == "valid":
+        return [0] * (2 * len(kernel))
+    if layer.padding == "causal":
+        return [(kernel[0] - 1) * layer.dilation_rate[0], 0]
+    if call is None or call.input is None:
+        return None
+    spatial = call.input.shape[1:-1] if layer.data_format == "channels_last" else call.input.shape[2:]
+    pairs = [same_padding(int(size), k, s, d)
+             for size, k, s, d in zip(spatial, kernel, layer.strides, layer.dilation_rate)]
+    return [begin for begin, _ in pairs] + [end for _, end in pairs]
+
+
+def _fused_activation(layer: Any) -> dict[str, Any]:
+    return {"activation": _activation_name(layer.activation)} if getattr(layer, "activation", None) else {}
+
+
+def _bias(layer: Any, names: dict[int, str], bindings: dict[str, Binding]) -> None:
+    if getattr(layer, "use_bias", True) and getattr(layer, "bias", None) is not None:
+        bindings["B"] = same(names[id(layer.bias)])
+
+
+def _dense(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    bindings = {"W": moved(names[id(layer.kernel)], lambda k: k.T, lambda w: w.T)}
+    _bias(layer, names, bindings)
+    return [ParamOp("Gemm", layer.path, type(layer).__name__, bindings, _fused_activation(layer))]
+
+
+def _conv_attributes(layer: Any, call: LayerCall | None) -> dict[str, Any]:
+    return {"strides": list(layer.strides), "dilations": list(layer.dilation_rate), "pads": _conv_pads(layer, call),
+            **_fused_activation(layer)}
+
+
+def _kernel_to_oi(rank: int) -> tuple[int, ...]:
+    # [*kernel, in, out] -> [out, in, *kernel]
+    return (rank - 1, rank - 2, *range(rank - 2))
+
+
+def _conv(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    rank = len(layer.kernel.shape)
+    forward = _kernel_to_oi(rank)
+    backward = tuple(int(i) for i in np.argsort(forward))
+    bindings = {"W": moved(names[id(layer.kernel)], lambda k: np.transpose(k, forward),
+                           lambda w: np.transpose(w, backward))}
+    _bias(layer, names, bindings)
+    attributes = {**_conv_attributes(layer, call), "group": layer.groups}
+    return [ParamOp("Conv", layer.path, type(layer).__name__, bindings, attributes)]
+
+
+def _depthwise_binding(variable: str, kernel_shape: tuple[int, ...]) -> Binding:
+    # [*kernel, in, multiplier] -> [in * multiplier, 1, *kernel]: output channel c * multiplier + m, like torch's
+    # Conv2d(groups=in).
+    *spatial, channels, multiplier = kernel_shape
+    rank = len(kernel_shape)
+
+    def to_onnx(kernel: np.ndarray) -> np.ndarray:
+        flat = kernel.reshape(*spatial, channels * multiplier)
+        return np.transpose(flat, (rank - 2, *range(rank - 2)))[:, None]
+
+    def from_onnx(weight: np.ndarray) -> np.ndarray:
+        return np.transpose(weight[:, 0], (*range(1, rank - 1), 0)).reshape(kernel_shape)
+
+    return moved(variable, to_onnx, from_onnx)
+
+
+def _depthwise(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    kernel = layer.kernel
+    bindings = {"W": _depthwise_binding(names[id(kernel)], tuple(kernel.shape))}
+    _bias(layer, names, bindings)
+    attributes = {**_conv_attributes(layer, call), "group": int(kernel.shape[-2])}
+    return [ParamOp("Conv", layer.path, type(layer).__name__, bindings, attributes)]
+
+
+def _separable(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    """Depthwise then pointwise: two Conv ops, the bias with the second (as a depthwise + 1x1 pair in torch)."""
+    depthwise, pointwise = layer.depthwise_kernel, layer.pointwise_kernel
+    rank = len(pointwise.shape)
+    forward = _kernel_to_oi(rank)
+    backward = tuple(int(i) for i in np.argsort(forward))
+    attributes = _conv_attributes(layer, call)
+    first = ParamOp("Conv", layer.path + "[depthwise]", type(layer).__name__,
+                    {"W": _depthwise_binding(names[id(depthwise)], tuple(depthwise.shape))},
+                    {**attributes, "activation": "linear", "group": int(depthwise.shape[-2])})
+    second_bindings = {"W": moved(names[id(pointwise)], lambda k: np.transpose(k, forward),
+                                  lambda w: np.transpose(w, backward))}
+    _bias(layer, names, second_bindings)
+    second = ParamOp("Conv", layer.path + "[pointwise]", type(layer).__name__, second_bindings,
+                     {"strides": [1] * (rank - 2), "pads": [0] * (2 * (rank - 2)), "group": 1,
+                      **_fused_activation(layer)})
+    return [first, second]
+
+
+def _conv_transpose(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    rank = len(layer.kernel.shape)
+    forward = _kernel_to_oi(rank)  # [*kernel, out, in] -> [in, out, *kernel], ONNX ConvTranspose's layout
+    backward = tuple(int(i) for i in np.argsort(forward))
+    bindings = {"W": moved(names[id(layer.kernel)], lambda k: np.transpose(k, forward),
+                           lambda w: np.transpose(w, backward))}
+    _bias(layer, names, bindings)
+    attributes = {"strides": list(layer.strides), "dilations": list(layer.dilation_rate), "padding": layer.padding,
+                  "output_padding": getattr(layer, "output_padding", None), **_fused_activation(layer)}
+    return [ParamOp("ConvTranspose", layer.path, type(layer).__name__, bindings, attributes)]
+
+
+def _batch_norm(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    bindings: dict[str, Binding] = {}
+    if layer.scale:
+        bindings["scale"] = same(names[id(layer.gamma)])
+    if layer.center:
+        bindings["B"] = same(names[id(layer.beta)])
+    bindings["mean"] = same(names[id(layer.moving_mean)])
+    bindings["var"] = same(names[id(layer.moving_variance)])
+    return [ParamOp("BatchNormalization", layer.path, type(layer).__name__, bindings,
+                    {"epsilon": float(layer.epsilon), "axis": layer.axis})]
+
+
+def _layer_norm(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    bindings: dict[str, Binding] = {}
+    if layer.scale:
+        bindings["scale"] = same(names[id(layer.gamma)])
+    if layer.center:
+        bindings["B"] = same(names[id(layer.beta)])
+    return [ParamOp("LayerNormalization", layer.path, type(layer).__name__, bindings,
+                    {"epsilon": float(layer.epsilon), "axis": layer.axis})]
+
+
+def _embedding(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    return [ParamOp("Gather", layer.path, type(layer).__name__, {"data": same(names[id(layer.embeddings)])})]
+
+
+# -- recurrent layers ------------------------------------------------------------------------------------------------
+
+RECURRENT_OPS = {"LSTM": ("LSTM", 4, LSTM_KERAS_TO_ONNX), "GRU": ("GRU", 3, GRU_KERAS_TO_ONNX),
+                 "SimpleRNN": ("RNN", 1, (0,))}
+
+
+def _single_bias(variable: str, order: tuple[int, ...]) -> Binding:
+    """Keras' one bias b <-> ONNX B = [Wb, Rb]: export b into Wb with Rb = 0; load b = Wb + Rb (see ops)."""
+    def export(values: dict[str, np.ndarray]) -> np.ndarray:
+        gates = reorder_gates(values[variable], order, 0)
+        return np.concatenate([gates, np.zeros_like(gates)])
+
+    def load(tensor: np.ndarray) -> dict[str, np.ndarray]:
+        half = tensor.shape[0] // 2
+        return {variable: restore_gates(tensor[:half] + tensor[half:], order, 0)}
+
+    def export_adjoint(gradient: np.ndarray) -> dict[str, np.ndarray]:
+        return {variable: restore_gates(gradient[: gradient.shape[0] // 2], order, 0)}
+
+    def load_adjoint(gradients: dict[str, np.ndarray]) -> np.ndarray:
+        gates = reorder_gates(gradients[variable], order, 0)
+        return np.concatenate([gates, gates])
+
+    return Binding((variable,), export, load, export_adjoint, load_adjoint)
+
+
+def _recurrent_direction(layer: Any, names: dict[int, str]) -> dict[str, Binding]:
+    """One direction of an LSTM/GRU/SimpleRNN as unstacked ONNX tensors ([gates*H, in], [gates*H, H], [2*gates*H])."""
+    _, _, order = RECURRENT_OPS[type(layer).__name__]
+    cell = layer.cell
+
+    def gate_moved(variable: Any) -> Binding:
+        return moved(names[id(variable)], lambda k: reorder_gates(k.T, order, 0),
+                     lambda w: restore_gates(w, order, 0).T)
+
+    bindings = {"W": gate_moved(cell.kernel), "R": gate_moved(cell.recurrent_kernel)}
+    if cell.use_bias:
+        bias = names[id(cell.bias)]
+        if len(cell.bias.shape) == 2:  # GRU reset_after: [input bias, recurrent bias], exactly ONNX's [Wb, Rb]
+            bindings["B"] = moved(bias, lambda b: np.concatenate([reorder_gates(b[0], order, 0),
+                                                                  reorder_gates(b[1], order, 0)]),
+                                  lambda t: np.stack([restore_gates(half, order, 0) for half in np.split(t, 2)]))
+        else:
+            bindings["B"] = _single_bias(bias, order)
+    return bindings
+
+
+def _recurrent_attributes(layer: Any) -> dict[str, Any]:
+    cell = layer.cell
+    activations = [_activation_name(cell.activation)]
+    if hasattr(cell, "recurrent_activation"):
+        activations.insert(0, _activation_name(cell.recurrent_activation))
+    attributes: dict[str, Any] = {"hidden_size": int(cell.units), "activations": activations,
+                                  "direction": "reverse" if layer.go_backwards else "forward",
+                                  "return_sequences": bool(layer.return_sequences)}
+    if type(layer).__name__ == "GRU":
+        attributes["linear_before_reset"] = int(bool(cell.reset_after))
+    return attributes
+
+
+STRUCTURAL_RECURRENT = ("hidden_size", "activations", "direction", "linear_before_reset")
+
+
+def _recurrent(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    op, _, _ = RECURRENT_OPS[type(layer).__name__]
+    bindings = {key: stacked([binding]) for key, binding in _recurrent_direction(layer, names).items()}
+    return [ParamOp(op, layer.path, type(layer).__name__, bindings, _recurrent_attributes(layer),
+                    STRUCTURAL_RECURRENT)]
+
+
+def _bidirectional(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    forward, backward = layer.forward_layer, layer.backward_layer
+    inner = type(forward).__name__
+    if inner not in RECURRENT_OPS:
+        raise ParityUsageError(f"Keras layer {layer.path!r}: Bidirectional({inner}) has no ONNX recurrent "
+                               f"equivalent; port mode carries Bidirectional LSTM, GRU and SimpleRNN")
+    op, _, _ = RECURRENT_OPS[inner]
+    parts = [_recurrent_direction(forward, names), _recurrent_direction(backward, names)]
+    bindings = {key: stacked([part[key] for part in parts]) for key in parts[0]}
+    attributes = {**_recurrent_attributes(forward), "direction": "bidirectional", "merge_mode": layer.merge_mode}
+    return [ParamOp(op, layer.path, f"Bidirectional({inner})", bindings, attributes, STRUCTURAL_RECURRENT)]
+
+
+Rule = Callable[[Any, dict[int, str], "LayerCall | None"], list[ParamOp]]
+
+RULES: dict[str, Rule] = {
+    "Dense": _dense,
+    "Conv1D": _conv, "Conv2D": _conv, "Conv3D": _conv,
+    "DepthwiseConv1D": _depthwise, "DepthwiseConv2D": _depthwise,
+    "SeparableConv1D": _separable, "SeparableConv2D": _separable,
+    "Conv1DTranspose": _conv_transpose, "Conv2DTranspose": _conv_transpose, "Conv3DTranspose": _conv_transpose,
+    "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    "Embedding": _embedding,
+    "LSTM": _recurrent, "GRU": _recurrent, "SimpleRNN": _recurrent,
+    "Bidirectional": _bidirectional,
+}
+# Layers whose output is recorded before their built-in activation, so it compares with a torch layer's output.
+FUSED_ACTIVATION = {"Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
+                    "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+
+
+def _rule_for(layer: Any) -> Rule | None:
+    for cls in type(layer).__mro__:
+        if cls.__module__.split(".")[0] in ("keras", "tf_keras") and cls.__name__ in RULES:
+            return RULES[cls.__name__]
+    return None
+
+
+def leaf_layers(model: Any) -> list[Any]:
+    """Layers port mode treats as one unit: those with a rule, and weightless or unknown layers without sublayers."""
+    leaves: list[Any] = []
+
+    def visit(layer: Any) -> None:
+        children = [child for child in layer._flatten_layers(include_self=False, recursive=False)
+                    if type(child).__name__ != "InputLayer"]
+        if _rule_for(layer) is not None or not children:
+            leaves.append(layer)
+            return
+        for child in children:
+            visit(child)
+
+    visit(model)
+    return leaves
+
+
+def _to_numpy(value: Any) -> np.ndarray | None:
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]  # recurrent layers with return_state: the sequence output comes first
+    if hasattr(value, "numpy"):
+        return np.asarray(value.numpy())
+    return None
+
+
+def record(adapter: Any, inputs: Any, device: str) -> ModelStructure:
+    """Run the model once in inference mode with every leaf layer's call recorded, then read the ops in call order."""
+    import keras
+
+    model = adapter.model
+    if not hasattr(model, "_flatten_layers"):
+        raise ParityUsageError(
+            f"port mode reads a model's structure from its Keras layers, and {adapter.description} has none (a plain "
+            f"tf.Module with raw tf.Variables). Wrap the computation in Keras layers (keras.layers.Dense, ...), or "
+            f"check it in convert mode: parity.check(model, inputs=...)")
+    leaves = leaf_layers(model)
+    calls: list[LayerCall] = []
+    originals: dict[int, Any] = {}
+
+    def wrap(layer: Any) -> Callable[..., Any]:
+        original = layer.call
+
+        def recording_call(*args: Any, **kwargs: Any) -> Any:
+            fused = type(layer).__name__ in FUSED_ACTIVATION and getattr(layer, "activation", None) is not None
+            activation = layer.activation if fused else None
+            if fused:
+                # Record the output before the built-in activation: a torch port applies it as a separate module.
+                layer.activation = keras.activations.linear
+            try:
+                output = original(*args, **kwargs)
+            finally:
+                if fused:
+                    layer.activation = activation
+            calls.append(LayerCall(layer.path, type(layer).__name__, _to_numpy(args[0] if args else None),
+                                   _to_numpy(output)))
+            return activation(output) if activation is not None else output
+
+        return recording_call
+
+    for layer in leaves:
+        originals[id(layer)] = layer.__dict__.get("call")
+        layer.call = wrap(layer)
+    try:
+        adapter.run(inputs, device, None)
+    finally:
+        for layer in leaves:
+            del layer.call
+            if originals[id(layer)] is not None:
+                layer.call = originals[id(layer)]
+    return read_structure(adapter, leaves, calls)
+
+
+def read_structure(adapter: Any, leaves: list[Any], calls: list[LayerCall]) -> ModelStructure:
+    names = {id(variable): name for name, variable in adapter._variables.items()}
+    by_path = {layer.path: layer for layer in leaves}
+    ops: list[ParamOp] = []
+    seen: set[str] = set()
+    for call in calls:
+        if call.layer in seen:
+            continue  # a layer called twice shares its weights: carry them once
+        seen.add(call.layer)
+        layer = by_path[call.layer]
+        rule = _rule_for(layer)
+        if rule is None:
+            if layer.weights:
+                raise ParityUsageError(
+                    f"Keras layer {layer.path!r} ({type(layer).__name__}) holds weights "
+                    f"{[v.path for v in layer.weights]} but port mode has no ONNX rule for it, so they cannot be "
+                    f"carried across. Supported: {', '.join(sorted(RULES))}.")
+            continue
+        ops.extend(rule(layer, names, call))
+    unused = {layer.path: "never called on these inputs" for layer in leaves
+              if layer.path not in seen and layer.weights}
+    return ModelStructure(ops, calls, unused)

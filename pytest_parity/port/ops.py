@@ -1,0 +1,157 @@
+"""The neutral description both frameworks' layer rules produce: parametrised operations in ONNX conventions.
+
+A ``ParamOp`` is one parametrised ONNX operation (Gemm, Conv, LSTM, ...) as a framework layer computes it. Its
+``bindings`` say how each ONNX input tensor is made from the layer's variables and back, and how gradients travel:
+
+    export:          variables -> ONNX tensor            (reading the source)
+    load:            ONNX tensor -> variables            (writing the target)
+    export_adjoint:  d loss / d ONNX tensor -> d loss / d variables  (the transpose of export)
+    load_adjoint:    d loss / d variables -> d loss / d ONNX tensor  (the transpose of load)
+
+For nearly every weight both maps only move elements (transposes, gate blocks reordered, directions stacked), so each
+adjoint is the other map and a rule gives just export and load. The exception is a recurrent layer with one bias
+where ONNX has two (Keras LSTM ``bias`` vs ONNX B = [Wb, Rb]): loading sums Wb + Rb, so its adjoint copies the gradient
+to both.
+A source weight's gradient as the target sees it is then ``source.export_adjoint(target.load_adjoint(target grads))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Gate blocks along the gate axis: the framework's order -> ONNX's order, as indices into the framework's blocks.
+LSTM_KERAS_TO_ONNX = (0, 3, 1, 2)  # Keras i,f,c,o -> ONNX i,o,f,c
+LSTM_TORCH_TO_ONNX = (0, 3, 1, 2)  # torch i,f,g,o -> ONNX i,o,f,c
+GRU_KERAS_TO_ONNX = (0, 1, 2)      # Keras z,r,h == ONNX z,r,h
+GRU_TORCH_TO_ONNX = (1, 0, 2)      # torch r,z,n -> ONNX z,r,h
+
+Values = dict[str, np.ndarray]
+
+
+def reorder_gates(array: np.ndarray, order: tuple[int, ...], axis: int) -> np.ndarray:
+    """Blocks of ``array`` along ``axis`` (len(order) equal blocks) taken in ``order``."""
+    blocks = np.split(array, len(order), axis=axis)
+    return np.concatenate([blocks[i] for i in order], axis=axis)
+
+
+def restore_gates(array: np.ndarray, order: tuple[int, ...], axis: int) -> np.ndarray:
+    """The inverse of ``reorder_gates``."""
+    return reorder_gates(array, tuple(int(i) for i in np.argsort(order)), axis)
+
+
+@dataclass
+class Binding:
+    """One ONNX input tensor of a ParamOp and the framework variables (by global name) it is made of."""
+
+    variables: tuple[str, ...]
+    export: Callable[[Values], np.ndarray]
+    load: Callable[[np.ndarray], Values]
+    export_adjoint: Callable[[np.ndarray], Values] | None = None
+    load_adjoint: Callable[[Values], np.ndarray] | None = None
+    # For tensors stacked over directions: one binding per direction, so names can be paired direction by direction.
+    parts: list[Binding] | None = None
+
+    def export_gradient(self, gradient: np.ndarray) -> Values:
+        return (self.export_adjoint or self.load)(gradient)
+
+    def load_gradient(self, gradients: Values) -> np.ndarray:
+        return (self.load_adjoint or self.export)(gradients)
+
+
+def moved(variable: str, to_onnx: Callable[[np.ndarray], np.ndarray],
+          from_onnx: Callable[[np.ndarray], np.ndarray]) -> Binding:
+    """One variable <-> one ONNX tensor by an element-moving map (transpose, reshape, gate reorder)."""
+    return Binding((variable,), lambda values: to_onnx(values[variable]), lambda tensor: {variable: from_onnx(tensor)})
+
+
+def same(variable: str) -> Binding:
+    return moved(variable, lambda a: a, lambda a: a)
+
+
+def stacked(parts: list[Binding]) -> Binding:
+    """Several per-direction bindings stacked on a new leading axis (ONNX recurrent tensors are [directions, ...])."""
+    variables = tuple(name for part in parts for name in part.variables)
+
+    def export(values: Values) -> np.ndarray:
+        return np.stack([part.export(values) for part in parts])
+
+    def load(tensor: np.ndarray) -> Values:
+        return {k: v for part, piece in zip(parts, tensor) for k, v in part.load(piece).items()}
+
+    def export_adjoint(gradient: np.ndarray) -> Values:
+        return {k: v for part, piece in zip(parts, gradient) for k, v in part.export_gradient(piece).items()}
+
+    def load_adjoint(gradients: Values) -> np.ndarray:
+        return np.stack([part.load_gradient(gradients) for part in parts])
+
+    return Binding(variables, export, load, export_adjoint, load_adjoint, parts)
+
+
+@dataclass
+class ParamOp:
+    """One parametrised operation of a model, in ONNX conventions."""
+
+    op: str                       # ONNX op type: Gemm, Conv, ConvTranspose, BatchNormalization, LSTM, ...
+    layer: str                    # the framework's name for the layer ("sequential/dense", "features.0")
+    kind: str                     # the framework's class ("Dense", "Linear")
+    bindings: dict[str, Binding]  # ONNX input name (W, R, B, scale, mean, var) -> how it is made
+    # ONNX attributes and framework facts that decide what the op computes (epsilon, pads, activation, ...).
+    attributes: dict[str, Any] = field(default_factory=dict)
+    # Attributes that must be equal on both sides for a transfer to mean anything (a GRU's linear_before_reset).
+    structural: tuple[str, ...] = ()
+
+    def export(self, values: Values) -> Values:
+        return {name: binding.export(values) for name, binding in self.bindings.items()}
+
+    def load(self, tensors: Values) -> Values:
+        loaded: Values = {}
+        for name, binding in self.bindings.items():
+            loaded.update(binding.load(tensors[name]))
+        return loaded
+
+    def variables(self) -> tuple[str, ...]:
+        return tuple(name for binding in self.bindings.values() for name in binding.variables)
+
+    def label(self) -> str:
+        return f"{self.layer} ({self.kind})"
+
+
+@dataclass
+class LayerCall:
+    """One call of a leaf layer during a recording run: its name, class, and what went in and came out."""
+
+    layer: str
+    kind: str
+    input: np.ndarray | None
+    output: np.ndarray | None
+    # Facts only known at call time, e.g. the padding TF's 'same' works out for this input size.
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelStructure:
+    """A model as port mode sees it: its parametrised ops in call order, and every leaf call in order."""
+
+    ops: list[ParamOp]
+    calls: list[LayerCall]
+    # Layers that hold weights but were never called on these inputs: their weights cannot matter here.
+    unused: dict[str, str] = field(default_factory=dict)
+
+    def call_of(self, layer: str) -> LayerCall | None:
+        return next((call for call in self.calls if call.layer == layer), None)
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(size) for size in shape) + "]"
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TF's padding='same': total padding for ceil(size / stride) outputs, the odd element at the end."""
+    effective = (kernel - 1) * dilation + 1
+    outputs = -(-size // stride)
+    total = max((outputs - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2

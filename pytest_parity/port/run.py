@@ -1,0 +1,184 @@
+"""One port-mode check: record both models, carry the weights across, run both, compare in the source's layout.
+
+Same contract as convert mode (``check.run_check``): the source is the reference, outputs and gradients are compared
+as vector-Jacobian products with a seeded cotangent, gradients are reported by the source's variable names (with the
+target's names in ``result.weight_names``). Both models get their own weights back afterwards, so a check leaves no
+trace in the user's models.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from pytest_parity import compare
+from pytest_parity.errors import ParityError, ParityUsageError
+from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, load_adapter
+from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
+from pytest_parity.port import divergence
+from pytest_parity.port.ops import ModelStructure
+from pytest_parity.port.transfer import TransferPlan, plan_transfer
+from pytest_parity.result import ParityResult
+from pytest_parity.settings import ParitySettings
+
+
+def _record(adapter: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
+    if adapter.framework == "tensorflow":
+        from pytest_parity.port import keras_layers
+
+        return keras_layers.record(adapter, inputs, device)
+    from pytest_parity.port import torch_layers
+
+    return torch_layers.record(adapter, inputs, device)
+
+
+def _for_target(inputs: ModelInputs, layouts: LayoutPair | None) -> ModelInputs:
+    if layouts is None:
+        return inputs
+    return ModelInputs(inputs.kind, inputs.names, tuple(layouts.source_to_target(a) for a in inputs.arrays))
+
+
+def _to_source_layout(tree: Any, layouts: LayoutPair | None) -> Any:
+    if layouts is None:
+        return tree
+    leaves = [layouts.target_to_source(np.asarray(leaf)) for _, leaf in compare.flatten_tree(tree, "output")]
+    return compare.unflatten_like(tree, leaves)
+
+
+def run_port(source_model: Any, target_model: Any, source_framework: str, target_framework: str,
+             inputs: ModelInputs, settings: ParitySettings, device: str, seed_key: str) -> ParityResult:
+    from pytest_parity.check import randomize_constant_weights, seeded_generator
+
+    if source_framework == target_framework:
+        raise ParityUsageError(
+            f"port mode carries weights between frameworks, but both models are {FRAMEWORK_LABELS[source_framework]} "
+            f"models. Pass a {FRAMEWORK_LABELS[_other(source_framework)]} model as the target, or check one model "
+            f"against its converted twin with parity.check(model, inputs=...)")
+    if settings.target is not None and settings.target != target_framework:
+        raise ParityUsageError(f"target={settings.target!r} was set, but the target model given is a "
+                               f"{FRAMEWORK_LABELS[target_framework]} model; drop target= in port mode")
+    layouts = parse_layouts(settings.layouts)
+    if layouts is not None:
+        check_inputs_fit(layouts, [(name, array.shape) for name, array in zip(inputs.names, inputs.arrays)])
+    source, target = load_adapter(source_framework, source_model), load_adapter(target_framework, target_model)
+    source_originals = source.weights()
+    target_originals = target.weights()
+    try:
+        if settings.randomize_constant_weights:
+            randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
+        return _check(source, target, inputs, layouts, settings, device, seed_key)
+    finally:
+        source.assign_weights(source_originals)
+        target.assign_weights(target_originals)
+
+
+def _other(framework: str) -> str:
+    return "torch" if framework == "tensorflow" else "tensorflow"
+
+
+def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layouts: LayoutPair | None,
+           settings: ParitySettings, device: str, seed_key: str) -> ParityResult:
+    from pytest_parity import devices
+    from pytest_parity.check import (
+        _compare_gradients_by_name,
+        _refuse_non_finite,
+        _run_source,
+        failure_message,
+        make_cotangent_source,
+        measure_speed_if_asked,
+    )
+
+    target_inputs = _for_target(inputs, layouts)
+    with devices.exact_float32({source.framework, target.framework}, device):
+        started = time.perf_counter()
+        source_values = source.weights()
+        source_structure = _record_source(source, inputs, device)
+        target_structure = _record_target(target, target_inputs, device)
+        plan = plan_transfer(source_structure, target_structure, source_values, target.weights(), layouts,
+                             source.description, target.description)
+        target.assign_weights(plan.transfer(source_values))
+        conversion_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
+        source_outputs, source_input_grads, source_weight_grads = _run_source(
+            source, inputs, device, make_cotangents if settings.grad else None)
+        _refuse_non_finite(source_outputs, "output", source.description)
+        target_cotangents = None
+        if settings.grad:
+            target_cotangents = [None if c is None else (layouts.source_to_target(c) if layouts else c)
+                                 for c in cotangents]
+        target_outputs, target_input_grads, target_weight_grads = _run_target(
+            target, target_inputs, device, target_cotangents, plan)
+        target_outputs = _to_source_layout(target_outputs, layouts)
+        outputs = compare.compare_trees(target_outputs, source_outputs, atol=settings.atol, rtol=settings.rtol)
+
+        grads = None
+        if settings.grad:
+            target_input_grads = [None if g is None else (layouts.target_to_source(g) if layouts else g)
+                                  for g in (target_input_grads or [])]
+            carried = plan.gradients_to_source(target_weight_grads or {})
+            trainable = [name for name in source.trainable_names() if name in carried]
+            grads = _compare_gradients_by_name(inputs, source_input_grads or [], target_input_grads,
+                                               source_weight_grads or {}, carried, trainable, settings)
+        run_s = time.perf_counter() - started
+        speed = measure_speed_if_asked(settings, lambda: source.run(inputs, device, None),
+                                       lambda: target.run(target_inputs, device, None))
+
+        names = plan.target_names()
+        result = ParityResult(
+            route=f"port: {source.framework} -> {target.framework} (weights through ONNX layouts)", device=device,
+            outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused), speed=speed,
+            conversion_s=conversion_s, run_s=run_s, notes=list(plan.notes))
+        if not result.passed:
+            result.diagnosis = _locate(plan, source, target, inputs, target_inputs, source_structure, layouts,
+                                       settings, device)
+            raise ParityError(failure_message(result, source.description, target.description), result)
+    return result
+
+
+def _record_source(source: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
+    try:
+        return _record(source, inputs, device)
+    except ParityUsageError:
+        raise
+    except Exception as error:
+        from pytest_parity.check import source_run_failure
+
+        raise source_run_failure(source, inputs, error) from None
+
+
+def _record_target(target: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
+    try:
+        return _record(target, inputs, device)
+    except ParityUsageError:
+        raise
+    except Exception as error:
+        message = " ".join(str(error).strip().splitlines()[:3])[:600]
+        raise ParityUsageError(
+            f"Running the target model ({target.description}) on the inputs converted to its layout "
+            f"({inputs.describe()}) failed with {type(error).__name__}: {message}\n"
+            f"Check layouts=(source_layout, target_layout): inputs are given in the source's layout and permuted for "
+            f"the target.") from None
+
+
+def _run_target(target: ModelAdapter, inputs: ModelInputs, device: str, cotangents: list[Any] | None,
+                plan: TransferPlan) -> Any:
+    """Gradients only for the target's trainable weights that received source weights."""
+    trainable = set(target.trainable_names())
+    carried = [name for pair in plan.pairs for name in pair.target.variables() if name in trainable]
+    return target.run(inputs, device, cotangents, grad_weights=carried if cotangents is not None else None)
+
+
+def _locate(plan: TransferPlan, source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs,
+            target_inputs: ModelInputs, source_structure: ModelStructure, layouts: LayoutPair | None,
+            settings: ParitySettings, device: str) -> str | None:
+    """Re-record the target with the carried weights and find the first layer pair that diverges."""
+    try:
+        target_structure = _record(target, target_inputs, device)
+        return divergence.locate(plan, source_structure, target_structure, layouts, settings.atol, settings.rtol)
+    except Exception as error:  # the diagnosis must never hide the failure it explains
+        return f"the per-layer comparison could not run ({type(error).__name__}: {error})"
+

@@ -1,0 +1,268 @@
+"""Pair the two models' parametrised ops, carry the source's weights into the target, and carry gradients back.
+
+Pairing is by order of use: the i-th parametrised op the source calls corresponds to the i-th of the target. A pair
+must agree in ONNX op type, in which tensors it has (a bias on one side only is a port defect, not a detail) and in
+their shapes, and in the attributes that decide what a recurrent op computes. Where they part, the error shows both
+models side by side and marks the row.
+
+Flatten after a convolution: Keras flattens an NHWC feature map in (H, W, C) order, PyTorch an NCHW one in (C, H, W)
+order, so the Dense/Linear that follows sees its inputs permuted. The transfer finds the feature map each side flattened
+(from the recorded calls) and permutes that Gemm's input axis accordingly, and says so in the result's notes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pytest_parity.errors import WeightTransferError
+from pytest_parity.layouts import LayoutPair
+from pytest_parity.port.ops import Binding, ModelStructure, ParamOp, Values, shape_text
+
+# Why a structural attribute must agree, in words a user porting a model recognises.
+ATTRIBUTE_HINTS = {
+    "linear_before_reset": "Keras GRU(reset_after=False) applies the reset gate before the recurrent matmul "
+                           "(ONNX linear_before_reset=0); nn.GRU always applies it after (reset_after=True, "
+                           "linear_before_reset=1) and has no option for the other. Build the Keras GRU with "
+                           "reset_after=True (the Keras default) or write a custom GRU cell in PyTorch.",
+    "direction": "Keras go_backwards=True runs the sequence backwards; nn.LSTM/GRU/RNN have no backwards-only "
+                 "option (only bidirectional=True). Reverse the input with torch.flip in the PyTorch model, or drop "
+                 "go_backwards.",
+    "activations": "the recurrent activations differ; nn.LSTM and nn.GRU are fixed to sigmoid/tanh and nn.RNN offers "
+                   "tanh or relu.",
+    "hidden_size": "the number of units differs.",
+}
+
+
+@dataclass(frozen=True)
+class FlattenPermutation:
+    """A Gemm whose input is a flattened feature map, flattened in a different axis order on each side."""
+
+    source_shape: tuple[int, ...]   # the feature map per example, source order, e.g. (5, 5, 64)
+    permutation: tuple[int, ...]    # target feature map = source feature map transposed by this
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        return tuple(self.source_shape[axis] for axis in self.permutation)
+
+    def to_target(self, weight: np.ndarray) -> np.ndarray:
+        """Gemm W [out, in] with ``in`` in source flatten order -> in target flatten order."""
+        out = weight.shape[0]
+        moved = weight.reshape(out, *self.source_shape).transpose(0, *(axis + 1 for axis in self.permutation))
+        return moved.reshape(out, -1)
+
+    def to_source(self, weight: np.ndarray) -> np.ndarray:
+        out = weight.shape[0]
+        inverse = np.argsort(self.permutation)
+        moved = weight.reshape(out, *self.target_shape).transpose(0, *(int(axis) + 1 for axis in inverse))
+        return moved.reshape(out, -1)
+
+    def features_to_source(self, features: np.ndarray) -> np.ndarray:
+        """A flattened activation [N, in] in target order -> source order (for per-layer comparisons)."""
+        inverse = np.argsort(self.permutation)
+        moved = features.reshape(features.shape[0], *self.target_shape).transpose(0, *(int(a) + 1 for a in inverse))
+        return moved.reshape(features.shape[0], -1)
+
+
+@dataclass
+class OpPair:
+    source: ParamOp
+    target: ParamOp
+    flatten: FlattenPermutation | None = None
+
+
+@dataclass
+class TransferPlan:
+    pairs: list[OpPair]
+    notes: list[str] = field(default_factory=list)
+    # Source variables of layers that were never called: nothing to carry, no gradient to compare.
+    unused: dict[str, str] = field(default_factory=dict)
+
+    def transfer(self, source_values: Values) -> Values:
+        """Source variable values -> the target variable values that compute the same function."""
+        target_values: Values = {}
+        for pair in self.pairs:
+            tensors = pair.source.export(source_values)
+            if pair.flatten is not None:
+                tensors["W"] = pair.flatten.to_target(tensors["W"])
+            target_values.update(pair.target.load(tensors))
+        return target_values
+
+    def gradients_to_source(self, target_grads: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
+        """Gradients w.r.t. the target's variables -> w.r.t. the source's variables (None where one is missing)."""
+        source_grads: dict[str, np.ndarray | None] = {}
+        for pair in self.pairs:
+            for key, target_binding in pair.target.bindings.items():
+                source_binding = pair.source.bindings[key]
+                grads = {name: target_grads.get(name) for name in target_binding.variables}
+                if any(grad is None for grad in grads.values()):
+                    source_grads.update((name, None) for name in source_binding.variables)
+                    continue
+                onnx_grad = target_binding.load_gradient(grads)  # type: ignore[arg-type]
+                if key == "W" and pair.flatten is not None:
+                    onnx_grad = pair.flatten.to_source(onnx_grad)
+                source_grads.update(source_binding.export_gradient(onnx_grad))
+        return source_grads
+
+    def target_names(self) -> dict[str, str]:
+        """Source variable -> the target variable(s) its values went to."""
+        names: dict[str, str] = {}
+        for pair in self.pairs:
+            for key, source_binding in pair.source.bindings.items():
+                target_binding = pair.target.bindings[key]
+                for source_part, target_part in _matching_parts(source_binding, target_binding):
+                    for name in source_part.variables:
+                        names[name] = " + ".join(target_part.variables)
+        return names
+
+
+def _matching_parts(source: Binding, target: Binding) -> list[tuple[Binding, Binding]]:
+    if source.parts and target.parts and len(source.parts) == len(target.parts):
+        return list(zip(source.parts, target.parts))
+    return [(source, target)]
+
+
+def plan_transfer(source: ModelStructure, target: ModelStructure, source_values: Values, target_values: Values,
+                  layouts: LayoutPair | None, source_label: str, target_label: str) -> TransferPlan:
+    source_shapes = [_tensor_shapes(op, source_values) for op in source.ops]
+    target_shapes = [_tensor_shapes(op, target_values) for op in target.ops]
+    for index in range(max(len(source.ops), len(target.ops))):
+        problem = None
+        if index >= len(source.ops) or index >= len(target.ops):
+            extra = "target" if index >= len(source.ops) else "source"
+            problem = (f"the {extra} has more parametrised layers than the other; the models must use the same "
+                       f"parametrised layers in the same order")
+        else:
+            problem = _pair_problem(source.ops[index], target.ops[index], source_shapes[index],
+                                    target_shapes[index])
+        if problem:
+            raise WeightTransferError(_mismatch_table(source.ops, target.ops, source_shapes, target_shapes, index,
+                                                      problem, source_label, target_label))
+    plan = TransferPlan([OpPair(s, t) for s, t in zip(source.ops, target.ops)])
+    for pair in plan.pairs:
+        if pair.source.op == "Gemm":
+            pair.flatten = _flatten_permutation(pair, source, target, layouts, plan.notes)
+    plan.unused = {name: f"layer {layer!r} {why}" for layer, why in source.unused.items()
+                   for name in _variables_of_layer(layer, source_values)}
+    if not plan.pairs:
+        raise WeightTransferError(f"{source_label} has no parametrised layers port mode knows, so there are no weights "
+                                  f"to carry into {target_label}; check it in convert mode instead")
+    return plan
+
+
+def _variables_of_layer(layer: str, values: Values) -> list[str]:
+    return [name for name in values if name.startswith(layer + "/") or name.startswith(layer + ".")]
+
+
+def _tensor_shapes(op: ParamOp, values: Values) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in op.export(values).items()}
+
+
+def _pair_problem(source: ParamOp, target: ParamOp, source_shapes: dict[str, tuple[int, ...]],
+                  target_shapes: dict[str, tuple[int, ...]]) -> str | None:
+    if source.op != target.op:
+        return f"different operations: {source.op} ({source.kind}) vs {target.op} ({target.kind})"
+    for key in sorted(set(source_shapes) | set(target_shapes)):
+        if key not in target_shapes:
+            return (f"{source.layer!r} has {_tensor_word(key)} {key}{shape_text(source_shapes[key])} "
+                    f"({', '.join(source.bindings[key].variables)}) but {target.layer!r} has none: "
+                    f"{_missing_hint(key, 'target')}")
+        if key not in source_shapes:
+            return (f"{target.layer!r} has {_tensor_word(key)} {key}{shape_text(target_shapes[key])} "
+                    f"({', '.join(target.bindings[key].variables)}) but {source.layer!r} has none: "
+                    f"{_missing_hint(key, 'source')}")
+        if source_shapes[key] != target_shapes[key]:
+            return (f"{_tensor_word(key)} {key} has shape {shape_text(source_shapes[key])} in {source.layer!r} "
+                    f"but {shape_text(target_shapes[key])} in {target.layer!r} (both in ONNX layout)")
+    for attribute in dict.fromkeys(source.structural + target.structural):
+        if attribute in source.attributes and attribute in target.attributes and \
+                source.attributes[attribute] != target.attributes[attribute]:
+            return (f"{attribute} is {source.attributes[attribute]!r} in {source.label()} but "
+                    f"{target.attributes[attribute]!r} in {target.label()}: {ATTRIBUTE_HINTS.get(attribute, '')}")
+    return None
+
+
+def _tensor_word(key: str) -> str:
+    return {"B": "a bias", "W": "a weight", "R": "a recurrent weight", "scale": "a scale", "mean": "a running mean",
+            "var": "a running variance", "data": "a table"}.get(key, "a tensor")
+
+
+def _missing_hint(key: str, side: str) -> str:
+    if key == "B":
+        return (f"a missing bias in the {side} (e.g. bias=False / use_bias=False) changes every output by the "
+                f"bias; give both sides a bias or neither")
+    if key in ("scale", "B"):
+        return "the normalisation's affine parameters (scale/center, elementwise_affine) must match"
+    return "the two layers are not configured alike"
+
+
+def _mismatch_table(source_ops: list[ParamOp], target_ops: list[ParamOp],
+                    source_shapes: list[dict[str, tuple[int, ...]]], target_shapes: list[dict[str, tuple[int, ...]]],
+                    where: int, problem: str, source_label: str, target_label: str) -> str:
+    def cell(ops: list[ParamOp], shapes: list[dict[str, tuple[int, ...]]], index: int) -> str:
+        if index >= len(ops):
+            return "-"
+        tensors = " ".join(f"{key}{shape_text(shape)}" for key, shape in shapes[index].items())
+        return f"{ops[index].label()} {ops[index].op} {tensors}"
+
+    rows = max(len(source_ops), len(target_ops))
+    left = [cell(source_ops, source_shapes, i) for i in range(rows)]
+    right = [cell(target_ops, target_shapes, i) for i in range(rows)]
+    width = max([len(text) for text in left] + [len("source: " + source_label)])
+    lines = [
+        f"port mode cannot carry the weights of {source_label} into {target_label}: the parametrised layers do not "
+        f"correspond at row {where + 1}.",
+        f"  {where + 1}: {problem}",
+        "Parametrised layers in order of use, weights in ONNX layout:",
+        f"       {'source: ' + source_label:<{width}}   target: {target_label}",
+    ]
+    for index in range(rows):
+        marker = "->" if index == where else "  "
+        relation = "!=" if index == where else ("==" if index < where else "  ")
+        lines.append(f"  {marker}{index + 1:>3} {left[index]:<{width}} {relation} {right[index]}")
+    return "\n".join(lines)
+
+
+def _pre_flatten_shape(structure: ModelStructure, layer: str) -> tuple[int, ...] | None:
+    """The per-example shape of the feature map that was flattened into ``layer``'s input, if it was."""
+    position = next((i for i, call in enumerate(structure.calls) if call.layer == layer), None)
+    if position is None:
+        return None
+    call = structure.calls[position]
+    if call.input is None or call.input.ndim != 2:
+        return None
+    features = call.input.shape[1]
+    for earlier in reversed(structure.calls[:position]):
+        output = earlier.output
+        if output is not None and output.ndim >= 3:
+            return tuple(output.shape[1:]) if math.prod(output.shape[1:]) == features else None
+    return None
+
+
+def _flatten_permutation(pair: OpPair, source: ModelStructure, target: ModelStructure, layouts: LayoutPair | None,
+                         notes: list[str]) -> FlattenPermutation | None:
+    source_map = _pre_flatten_shape(source, pair.source.layer)
+    target_map = _pre_flatten_shape(target, pair.target.layer)
+    if source_map is None or target_map is None or len(source_map) != len(target_map):
+        return None
+    permutation: tuple[int, ...] | None = None
+    if layouts is not None and layouts.rank == len(source_map) + 1:
+        from_layouts = tuple(axis - 1 for axis in layouts.to_target[1:])
+        if tuple(source_map[a] for a in from_layouts) == target_map:
+            permutation = from_layouts
+    if permutation is None:
+        fitting = [p for p in itertools.permutations(range(len(source_map)))
+                   if tuple(source_map[a] for a in p) == target_map]
+        if source_map == target_map or len(fitting) != 1:
+            return None  # same order, or ambiguous without layouts: carried as is (the divergence report says more)
+        permutation = fitting[0]
+    if permutation == tuple(range(len(source_map))):
+        return None
+    flatten = FlattenPermutation(source_map, permutation)
+    notes.append(f"{pair.source.label()} -> {pair.target.label()}: the input is a flattened feature map, "
+                 f"{shape_text(source_map)} in the source and {shape_text(target_map)} in the target, so the weight's "
+                 f"input axis was permuted to match the target's flatten order")
+    return flatten
