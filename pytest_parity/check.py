@@ -329,4 +329,5 @@ def failure_message(result: ParityResult, source_description: str, target_descri
                      f"{result.speed.allowed:.2f}x)")
     if result.diagnosis:
         lines.append(f"diagnosis: {result.diagnosis}")
+    lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)

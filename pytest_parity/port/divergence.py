@@ -88,6 +88,24 @@ def _attribute_causes(source: ParamOp, target: ParamOp) -> list[str]:
     return causes
 
 
+def _last_step_causes(source: ParamOp, target: ParamOp, outputs: tuple[np.ndarray, np.ndarray], atol: float,
+                      rtol: float) -> list[str]:
+    """Keras Bidirectional without return_sequences vs torch's output[:, -1]: only the backward half differs."""
+    if source.attributes.get("direction") != "bidirectional" or outputs[0].ndim != 2:
+        return []
+    if source.attributes.get("return_sequences", True) and target.attributes.get("return_sequences", True):
+        return []
+    half = outputs[0].shape[1] // 2
+    forward = compare.compare_arrays("forward", outputs[1][:, :half], outputs[0][:, :half], atol=atol, rtol=rtol)
+    backward = compare.compare_arrays("backward", outputs[1][:, half:], outputs[0][:, half:], atol=atol, rtol=rtol)
+    if not forward.passed or backward.passed:
+        return []
+    return ["the forward half agrees and the backward half differs: a Keras Bidirectional layer without "
+            "return_sequences returns the backward direction's state after reading the whole sequence, while "
+            "output[:, -1] of a bidirectional nn.LSTM/GRU holds it after one step; use "
+            "torch.cat([h_n[-2], h_n[-1]], dim=1) in the PyTorch model"]
+
+
 def _activation_between(before: np.ndarray, after: np.ndarray) -> str | None:
     if before.shape != after.shape:
         return None
@@ -131,8 +149,10 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
             continue
         agreement = compare.compare_arrays("output", outputs[1], outputs[0], atol=atol, rtol=rtol)
         if not agreement.passed:
+            causes = _attribute_causes(pair.source, pair.target) + _last_step_causes(pair.source, pair.target,
+                                                                                      outputs, atol, rtol)
             return (f"first divergence at {label}: its inputs agree but its outputs differ ({_figures(agreement)})"
-                    + _causes_text(_attribute_causes(pair.source, pair.target)))
+                    + _causes_text(causes))
         previous = (pair.source, pair.target, source_call, target_call, outputs[0], outputs[1])
     if previous is None:
         return None

@@ -307,10 +307,9 @@ def record(adapter: Any, inputs: Any, device: str) -> ModelStructure:
 
     model = adapter.model
     if not hasattr(model, "_flatten_layers"):
-        raise ParityUsageError(
-            f"port mode reads a model's structure from its Keras layers, and {adapter.description} has none (a plain "
-            f"tf.Module with raw tf.Variables). Wrap the computation in Keras layers (keras.layers.Dense, ...), or "
-            f"check it in convert mode: parity.check(model, inputs=...)")
+        from pytest_parity.port import onnx_graph
+
+        return onnx_graph.record(adapter, inputs, device)  # a tf.Module of raw variables: no layers to record
     leaves = leaf_layers(model)
     calls: list[LayerCall] = []
     originals: dict[int, Any] = {}

@@ -68,6 +68,9 @@ def run_port(source_model: Any, target_model: Any, source_framework: str, target
     try:
         if settings.randomize_constant_weights:
             randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
+            # The target's own values are overwritten by the transfer; randomizing them first only keeps a graph
+            # read through ONNX (tf.Module targets) from losing zero biases that tf2onnx drops.
+            randomize_constant_weights(target, seeded_generator(seed_key, settings.seed, "target weights"))
         return _check(source, target, inputs, layouts, settings, device, seed_key)
     finally:
         source.assign_weights(source_originals)
@@ -129,7 +132,7 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
 
         names = plan.target_names()
         result = ParityResult(
-            route=f"port: {source.framework} -> {target.framework} (weights through ONNX layouts)", device=device,
+            route=f"port: {source.framework} -> {target.framework}", device=device,
             outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused), speed=speed,
             conversion_s=conversion_s, run_s=run_s, notes=list(plan.notes))
         if not result.passed:
