@@ -6,6 +6,8 @@ target's name beside it). Known-bad ports must fail with a message that names th
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -53,13 +55,13 @@ def test_good_port_passes_in_both_directions(parity, case, direction):
 
 def test_gradients_are_reported_under_both_names():
     case = next(c for c in GOOD_PORTS if c.name == "zoo_lstm")
-    source, target, inputs, layouts = _oriented(case, "keras->torch", _inputs(case, np.random.default_rng(1)))
+    source, target, inputs, _ = _oriented(case, "keras->torch", _inputs(case, np.random.default_rng(1)))
     result = run_check(source, target, inputs, ParitySettings(devices=("cpu",)), "cpu", "names")
     kernel = next(name for name in result.grads if name.endswith("/kernel"))
     bias = next(name for name in result.grads if name.endswith("/bias"))
     assert result.weight_names[kernel].endswith("weight_ih_l0")
     # Keras has one LSTM bias; torch splits it into two, and both carry its gradient.
-    assert result.weight_names[bias].endswith("bias_ih_l0 + rnn.bias_hh_l0") or " + " in result.weight_names[bias]
+    assert result.weight_names[bias].endswith("bias_ih_l0 + rnn.bias_hh_l0"), result.weight_names[bias]
 
 
 # Each bad port: the phrase that says why, in the diagnosis or the structure error.
@@ -96,7 +98,7 @@ def _dense_pair(units_torch=(6, 3), bias=True):
     keras_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="relu"),
                                     keras.layers.Dense(3)])
     layers = [torch.nn.Linear(4, units_torch[0], bias=bias), torch.nn.ReLU()]
-    for size_in, size_out in zip(units_torch, units_torch[1:]):
+    for size_in, size_out in itertools.pairwise(units_torch):
         layers.append(torch.nn.Linear(size_in, size_out))
     return keras_model, torch.nn.Sequential(*layers)
 
