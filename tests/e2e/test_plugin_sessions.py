@@ -157,3 +157,42 @@ def test_a_missing_tensorflow_skips_with_the_extra_to_install(pytester):
     result.assert_outcomes(skipped=1)
     result.stdout.re_match_lines([".*tensorflow is needed.*'tensorflow' cannot be imported.*"
                                   + re.escape("pip install 'pytest-parity[tensorflow]'")])
+
+
+def test_port_mode_session_with_layouts_in_the_marker(pytester):
+    """The README's port-mode example through the plugin: layouts as a marker argument, a bad one failing alone."""
+    pytester.makepyfile(
+        test_port="""
+        import pytest
+        import torch
+        import keras
+
+        def build_keras():
+            return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
+                                     keras.layers.Flatten(), keras.layers.Dense(5)])
+
+        class TorchPort(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = torch.nn.Conv2d(3, 4, 3)
+                self.fc = torch.nn.Linear(4 * 6 * 6, 5)
+
+            def forward(self, x):
+                return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+        @pytest.mark.parity(devices=("cpu",), layouts=("NHWC", "NCHW"))
+        def test_port(parity):
+            result = parity.check(build_keras(), TorchPort(), inputs=parity.randn(4, 8, 8, 3))
+            assert result.route == "port: tensorflow -> torch"
+            assert "flattened feature map" in result.notes[0]
+
+        @pytest.mark.parity(devices=("cpu",), layouts=("NHWC", "NCHX"))
+        def test_bad_layouts(parity):
+            parity.check(build_keras(), TorchPort(), inputs=parity.randn(4, 8, 8, 3))
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)  # a bad marker argument fails that test's setup, as for any other
+    result.stdout.fnmatch_lines(["*layouts=('NHWC', 'NCHX'): 'NHWC' and 'NCHX' do not name the same axes*",
+                                 "*test_port[[]cpu[]]*port: tensorflow -> torch*PASS"])
+    assert "Traceback" not in result.stdout.str()
