@@ -128,5 +128,8 @@ def from_onnx(model_proto: Any) -> TorchModel:
         import onnx2torch
     except ImportError as error:
         raise FrameworkNotInstalled("torch", "onnx2torch", error) from error
-    module = onnx2torch.convert(model_proto)
+    from pytest_parity import onnx2torch_converters  # registers LSTM, GRU, RNN, Loop, ReverseSequence
+
+    with onnx2torch_converters.model_opsets(model_proto):
+        module = onnx2torch.convert(model_proto)
     return TorchModel(module, positional_inputs=True)

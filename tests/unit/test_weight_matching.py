@@ -246,3 +246,175 @@ def test_unit_axis_removed_and_axes_permuted(rng):
     back = matching.matches[0].to_source_layout(target)
     assert back.shape == (1, 1, 3, 5)
     np.testing.assert_array_equal(back, kernel)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# recurrent layers: gate blocks reordered, parts of ONNX W / R / B
+# --------------------------------------------------------------------------------------------------------------------
+
+HIDDEN = 6
+KERAS_LSTM_TO_ONNX = (0, 3, 1, 2)  # Keras i, f, c, o -> ONNX i, o, f, c
+
+
+def _gate_blocks(value, order, axis=0):
+    blocks = np.split(value, len(order), axis=axis)
+    return np.concatenate([blocks[i] for i in order], axis=axis)
+
+
+def _onnx_lstm_tensors(kernels, recurrent_kernels, biases):
+    """What tf2onnx makes of Keras LSTM weights, one entry per direction."""
+    w = np.stack([_gate_blocks(k.T, KERAS_LSTM_TO_ONNX) for k in kernels])
+    r = np.stack([_gate_blocks(k.T, KERAS_LSTM_TO_ONNX) for k in recurrent_kernels])
+    b = np.stack([np.concatenate([_gate_blocks(bias, KERAS_LSTM_TO_ONNX), np.zeros_like(bias)]) for bias in biases])
+    return w, r, b
+
+
+def test_lstm_kernel_follows_into_onnx_w_with_gates_reordered(rng):
+    kernel, recurrent, bias = _weights(rng, (5, 4 * HIDDEN), (HIDDEN, 4 * HIDDEN), (4 * HIDDEN,))
+    w, r, b = _onnx_lstm_tensors([kernel], [recurrent], [bias])
+    assert w.shape == (1, 4 * HIDDEN, 5) and b.shape == (1, 8 * HIDDEN)
+    source = {"lstm/kernel": kernel, "lstm/recurrent_kernel": recurrent, "lstm/bias": bias}
+    matching = match_weights(source, {"LSTM.W": w, "LSTM.R": r, "LSTM.B": b})
+    assert _pairs(matching) == {"lstm/kernel": "LSTM.W", "lstm/recurrent_kernel": "LSTM.R", "lstm/bias": "LSTM.B"}
+    assert matching.unmatched == {}
+    by_source = matching.by_source()
+    kernel_match = by_source["lstm/kernel"]
+    assert kernel_match.gate_order == KERAS_LSTM_TO_ONNX and kernel_match.permutation == (1, 0)
+    assert kernel_match.target_region is None
+    bias_match = by_source["lstm/bias"]
+    assert bias_match.target_region == ((0, 1), (0, 4 * HIDDEN))  # the input half of B; the recurrent half is zero
+    for name, target in (("lstm/kernel", w), ("lstm/recurrent_kernel", r), ("lstm/bias", b)):
+        np.testing.assert_array_equal(by_source[name].to_source_layout(target), source[name])
+
+
+def test_lstm_gradient_maps_back_to_the_keras_layout(rng):
+    kernel, bias = _weights(rng, (5, 4 * HIDDEN), (4 * HIDDEN,))
+    w, _, b = _onnx_lstm_tensors([kernel], [kernel[:HIDDEN]], [bias])
+    matching = match_weights({"kernel": kernel, "bias": bias}, {"W": w, "B": b})
+    # A gradient w.r.t. W / B is laid out like W / B: mapping it back must undo exactly what was done to the weight.
+    kernel_grad, bias_grad = _weights(rng, (5, 4 * HIDDEN), (4 * HIDDEN,))
+    w_grad, _, _ = _onnx_lstm_tensors([kernel_grad], [kernel_grad[:HIDDEN]], [bias_grad])
+    b_grad = np.concatenate([_gate_blocks(bias_grad, KERAS_LSTM_TO_ONNX), _weights(rng, (4 * HIDDEN,))[0]])[None]
+    by_source = matching.by_source()
+    np.testing.assert_array_equal(by_source["kernel"].to_source_layout(w_grad), kernel_grad)
+    np.testing.assert_array_equal(by_source["bias"].to_source_layout(b_grad), bias_grad)
+
+
+def test_bidirectional_lstm_directions_share_w_r_b_one_row_each(rng):
+    shapes = [(5, 4 * HIDDEN), (HIDDEN, 4 * HIDDEN), (4 * HIDDEN,)] * 2
+    forward_kernel, forward_recurrent, forward_bias, backward_kernel, backward_recurrent, backward_bias = _weights(
+        rng, *shapes)
+    w, r, b = _onnx_lstm_tensors([forward_kernel, backward_kernel], [forward_recurrent, backward_recurrent],
+                                 [forward_bias, backward_bias])
+    source = {"fw/kernel": forward_kernel, "fw/recurrent_kernel": forward_recurrent, "fw/bias": forward_bias,
+              "bw/kernel": backward_kernel, "bw/recurrent_kernel": backward_recurrent, "bw/bias": backward_bias}
+    matching = match_weights(source, {"W": w, "R": r, "B": b})
+    assert matching.unmatched == {}
+    by_source = matching.by_source()
+    assert by_source["fw/kernel"].target_region == ((0, 1), (0, 4 * HIDDEN), (0, 5))
+    assert by_source["bw/kernel"].target_region == ((1, 2), (0, 4 * HIDDEN), (0, 5))
+    assert by_source["bw/bias"].target_region == ((1, 2), (0, 4 * HIDDEN))
+    targets = {"fw": {"kernel": w, "recurrent_kernel": r, "bias": b}, "bw": {"kernel": w, "recurrent_kernel": r,
+                                                                          "bias": b}}
+    for name, value in source.items():
+        direction, kind = name.split("/")
+        np.testing.assert_array_equal(by_source[name].to_source_layout(targets[direction][kind]), value)
+
+
+def test_gru_reset_after_bias_is_a_row_of_onnx_b_read_as_two_halves(rng):
+    kernel, bias = _weights(rng, (5, 3 * HIDDEN), (2, 3 * HIDDEN))
+    w = kernel.T[None].copy()  # ONNX GRU keeps Keras's z, r, h order
+    b = bias.reshape(1, 6 * HIDDEN).copy()
+    matching = match_weights({"gru/kernel": kernel, "gru/bias": bias}, {"GRU.W": w, "GRU.B": b})
+    assert _pairs(matching) == {"gru/kernel": "GRU.W", "gru/bias": "GRU.B"}
+    by_source = matching.by_source()
+    assert by_source["gru/kernel"].gate_order is None  # a plain transpose
+    assert by_source["gru/bias"].target_view_shape == (2, 3 * HIDDEN)
+    np.testing.assert_array_equal(by_source["gru/bias"].to_source_layout(b), bias)
+
+
+def test_gru_kernel_into_torch_gate_order(rng):
+    (kernel,) = _weights(rng, (5, 3 * HIDDEN))
+    weight_ih = _gate_blocks(kernel.T, (1, 0, 2))  # torch nn.GRU: r, z, n
+    matching = match_weights({"gru/kernel": kernel}, {"gru.weight_ih_l0": weight_ih})
+    match = matching.matches[0]
+    assert (match.target_name, match.gate_order, match.gate_axis) == ("gru.weight_ih_l0", (1, 0, 2), 0)
+    np.testing.assert_array_equal(match.to_source_layout(weight_ih), kernel)
+
+
+def test_a_plain_copy_wins_over_a_gate_reordered_one(rng):
+    (kernel,) = _weights(rng, (5, 4 * HIDDEN))
+    reordered = _gate_blocks(kernel.T, KERAS_LSTM_TO_ONNX)
+    matching = match_weights({"kernel": kernel}, {"reordered": reordered, "plain": kernel.T.copy()})
+    assert _pairs(matching) == {"kernel": "plain"}
+    assert matching.matches[0].gate_order is None
+
+
+def test_an_unknown_gate_order_is_not_followed(rng):
+    (kernel,) = _weights(rng, (5, 4 * HIDDEN))
+    matching = match_weights({"kernel": kernel}, {"W": _gate_blocks(kernel.T, (3, 2, 1, 0))[None]})
+    assert matching.matches == []
+    assert list(matching.unmatched) == ["kernel"]
+
+
+def test_a_region_already_claimed_by_a_whole_match_is_not_reused(rng):
+    (bias,) = _weights(rng, (4 * HIDDEN,))
+    b = np.concatenate([bias, bias])[None]  # both halves equal the bias
+    full = b.reshape(8 * HIDDEN).copy()
+    matching = match_weights({"whole": full, "half": bias}, {"B": b})
+    assert _pairs(matching) == {"whole": "B"}
+    assert list(matching.unmatched) == ["half"]
+
+
+def test_near_match_in_a_reordered_gate_is_still_found_and_reported(rng):
+    (kernel,) = _weights(rng, (5, 4 * HIDDEN))
+    w = _gate_blocks(kernel.T, KERAS_LSTM_TO_ONNX)[None].copy()
+    w[0, 2 * HIDDEN + 1, 3] += 1e-3  # inside the third ONNX block (f), which the reorder moves
+    matching = match_weights({"kernel": kernel}, {"W": w})
+    match = matching.matches[0]
+    assert match.gate_order == KERAS_LSTM_TO_ONNX
+    back = match.to_source_layout(w)
+    difference = np.argwhere(back != kernel)
+    assert difference.tolist() == [[3, HIDDEN + 1]]  # Keras block f is the second one
+
+
+def test_recurrent_matching_is_deterministic(rng):
+    kernels = _weights(rng, (5, 4 * HIDDEN), (5, 4 * HIDDEN))
+    recurrent = _weights(rng, (HIDDEN, 4 * HIDDEN), (HIDDEN, 4 * HIDDEN))
+    biases = _weights(rng, (4 * HIDDEN,), (4 * HIDDEN,))
+    w, r, b = _onnx_lstm_tensors(kernels, recurrent, biases)
+    source = {"k0": kernels[0], "k1": kernels[1], "r0": recurrent[0], "r1": recurrent[1], "b0": biases[0],
+              "b1": biases[1]}
+    first = match_weights(source, {"W": w, "R": r, "B": b})
+    second = match_weights(source, {"W": w, "R": r, "B": b})
+    assert first.matches == second.matches
+
+
+@pytest.mark.parametrize(("region", "view_shape", "gate_axis", "gate_order"), [
+    (((1, 2), (0, 24), (0, 5)), None, 0, (0, 3, 1, 2)),
+    (((0, 1), (0, 24), (0, 5)), None, 1, None),
+    (None, None, 0, (1, 0, 2)),
+])
+def test_to_source_layout_undoes_region_and_gate_order(rng, region, view_shape, gate_axis, gate_order):
+    (value,) = _weights(rng, (5, 24))
+    match = WeightMatch("s", "t", (1, 0), (5, 24), region, view_shape, gate_axis if gate_order else None, gate_order)
+    moved = value.T
+    if gate_order:
+        moved = _gate_blocks(moved, gate_order, axis=gate_axis)
+    if region is None:
+        target = moved
+    else:
+        target = rng.standard_normal((2, 24, 5)).astype(np.float32)
+        target[region[0][0]] = moved
+    np.testing.assert_array_equal(match.to_source_layout(target), value)
+
+
+def test_a_weight_merged_with_an_equal_one_is_unmatched_with_that_reason(rng):
+    # Two Keras LSTM layers start with the same bias (unit_forget_bias); tf2onnx keeps one ONNX tensor for both.
+    bias = np.concatenate([np.zeros(HIDDEN), np.ones(HIDDEN), np.zeros(2 * HIDDEN)]).astype(np.float32)
+    _, _, b = _onnx_lstm_tensors([np.zeros((1, 4 * HIDDEN))], [np.zeros((1, 4 * HIDDEN))], [bias])
+    matching = match_weights({"lstm/bias": bias, "lstm_1/bias": bias.copy()}, {"B_shared": b})
+    assert _pairs(matching) == {"lstm/bias": "B_shared"}
+    reason = matching.unmatched["lstm_1/bias"]
+    assert "holds exactly the values of 'lstm/bias'" in reason
+    assert "'B_shared'" in reason and "different values" in reason
