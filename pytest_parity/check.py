@@ -75,29 +75,33 @@ def _require_device(framework: str, device: str) -> None:
 
 
 def randomize_constant_weights(adapter: ModelAdapter, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Give all-constant weights seeded random values; returns the originals so the caller can restore them.
+    """Give initializer-pattern weights seeded random values; returns the originals so the caller can restore them.
 
-    Zeros (biases, BN moving means) get N(0, 0.1); other constants (BN scales, moving variances) are scaled by
-    U(0.5, 1.5) elementwise, which keeps their sign, so variances stay positive. A single-element weight counts as
-    constant only when it is exactly 0 or 1: any other scalar was probably set on purpose.
+    Initializer patterns are all-constant weights (zero biases, BN moving means, unit scales and variances) and weights
+    of only zeros and ones (Keras' LSTM bias with unit_forget_bias is [0, 1, 0, 0] blocks): converters drop or fold
+    them, and tf2onnx merges equal ones into one tensor, so two layers would share a bias in the converted model.
+    Zeros get N(0, 0.1); other values are scaled by U(0.5, 1.5) elementwise, which keeps their sign, so variances stay
+    positive. A single-element weight counts only when it is exactly 0 or 1: any other scalar was probably set on
+    purpose.
     """
     originals: dict[str, np.ndarray] = {}
     replacements: dict[str, np.ndarray] = {}
     for name, value in adapter.weights().items():
-        if value.size == 0:
+        if value.size == 0 or not _initializer_pattern(value):
             continue
-        first = value.reshape(-1)[0]
-        if not np.all(value == first) or (value.size == 1 and first not in (0, 1)):
-            continue
-        if first == 0:
-            fresh = rng.normal(0.0, 0.1, value.shape)
-        else:
-            fresh = first * rng.uniform(0.5, 1.5, value.shape)
+        fresh = np.where(value == 0, rng.normal(0.0, 0.1, value.shape), value * rng.uniform(0.5, 1.5, value.shape))
         originals[name] = value
         replacements[name] = fresh.astype(value.dtype)
     if replacements:
         adapter.assign_weights(replacements)
     return originals
+
+
+def _initializer_pattern(value: np.ndarray) -> bool:
+    first = value.reshape(-1)[0]
+    if np.all(value == first):
+        return value.size > 1 or first in (0, 1)
+    return bool(np.all((value == 0) | (value == 1)))
 
 
 def source_run_failure(source: ModelAdapter, inputs: ModelInputs, error: BaseException) -> ParityUsageError:

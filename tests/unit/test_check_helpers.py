@@ -177,3 +177,33 @@ def test_failure_message_omits_passing_sections():
     assert "speed:" not in message
     assert "diagnosis:" not in message
     assert "gradients: 2 of 3 tensor(s) differ" in message
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# randomize_constant_weights
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _Weights:
+    def __init__(self, values):
+        self.values = {name: np.asarray(value, dtype=np.float32) for name, value in values.items()}
+
+    def weights(self):
+        return {name: value.copy() for name, value in self.values.items()}
+
+    def assign_weights(self, values):
+        self.values.update(values)
+
+
+def test_initializer_patterns_are_randomized_and_others_kept():
+    from pytest_parity.check import randomize_constant_weights
+
+    forget_bias = np.concatenate([np.zeros(4), np.ones(4), np.zeros(8)])  # Keras LSTM unit_forget_bias
+    adapter = _Weights({"bias": np.zeros(5), "variance": np.ones(5), "lstm_bias": forget_bias,
+                        "kernel": np.arange(6.0), "scalar": [0.5], "zero_scalar": [0.0]})
+    originals = randomize_constant_weights(adapter, seeded_generator("k", 0, "weights"))
+    assert set(originals) == {"bias", "variance", "lstm_bias", "zero_scalar"}
+    assert np.all(adapter.values["variance"] > 0) and len(np.unique(adapter.values["variance"])) == 5
+    assert len(np.unique(adapter.values["lstm_bias"])) == 16  # no two layers' biases stay equal
+    assert np.array_equal(adapter.values["kernel"], np.arange(6.0)) and adapter.values["scalar"][0] == 0.5
+    np.testing.assert_array_equal(originals["lstm_bias"], forget_bias)
