@@ -4,6 +4,11 @@ ONNX is the interlingua: each framework needs only its own <-> ONNX step. onnxru
 a neutral referee, which tells which step diverged when a check fails.
 
 Opset 17 end to end: tf2onnx's newest is 18, and onnx2torch lacks many opset >= 18 versions.
+
+Routes: TensorFlow/Keras -> tf2onnx -> onnx2torch -> PyTorch, and PyTorch -> torch.onnx.export (the dynamo exporter,
+optimize=False, down-converted from its native opset 18; frameworks/torch.py EXPORTER_CHOICE says why) -> onnx2torch
+-> PyTorch, a round trip that proves the exported graph computes what the module does. There is no ONNX -> TensorFlow
+import: a check against TensorFlow needs a hand-written Keras twin (port mode).
 """
 
 from __future__ import annotations
@@ -41,15 +46,34 @@ def _first_line(error: BaseException) -> str:
 
 
 def convert(source: ModelAdapter, inputs: ModelInputs, target_framework: str) -> Conversion:
-    if source.framework == "tensorflow" and target_framework == "torch":
-        model_proto = export_tensorflow(source, inputs)
+    if target_framework == "torch":
+        if source.framework == "tensorflow":
+            model_proto = export_tensorflow(source, inputs)
+        else:
+            model_proto = export_torch(source, inputs)
         return Conversion(target=import_into_torch(model_proto), onnx_model=model_proto,
-                          route="tensorflow -> onnx -> torch")
+                          route=f"{source.framework} -> onnx -> torch")
+    if target_framework == "tensorflow":
+        raise ParityUsageError(_no_tensorflow_import(source.framework))
     raise ParityUsageError(
         f"convert mode from {FRAMEWORK_LABELS[source.framework]} to {FRAMEWORK_LABELS.get(target_framework)} is not "
-        f"supported by this version of pytest-parity; it converts TensorFlow/Keras models to PyTorch "
-        f"(tensorflow -> onnx -> torch)"
+        f"supported by this version of pytest-parity; it converts TensorFlow/Keras and PyTorch models to PyTorch "
+        f"(tensorflow -> onnx -> torch, torch -> onnx -> torch)"
     )
+
+
+def _no_tensorflow_import(source_framework: str) -> str:
+    unavailable = ("convert mode cannot target TensorFlow: this version of pytest-parity has no ONNX -> TensorFlow "
+                   "import, so it cannot build a TensorFlow model from the exported ONNX graph.")
+    if source_framework == "torch":
+        return (f"{unavailable}\nTo check a PyTorch model against TensorFlow, write its Keras twin and use port mode: "
+                f"parity.check(torch_model, keras_model, inputs=...), which carries the PyTorch weights into the Keras "
+                f"model through ONNX and compares outputs and gradients. Without target='tensorflow', "
+                f"parity.check(torch_model, inputs=...) checks the model against its own torch -> onnx -> torch "
+                f"round trip.")
+    return (f"{unavailable}\nA TensorFlow/Keras model is checked against its PyTorch conversion: leave target unset "
+            f"(or target='torch') for tensorflow -> onnx -> torch, or use port mode, parity.check(keras_model, "
+            f"torch_model, inputs=...), against a hand-written PyTorch twin.")
 
 
 def export_tensorflow(source: Any, inputs: ModelInputs) -> Any:
@@ -68,6 +92,63 @@ def export_tensorflow(source: Any, inputs: ModelInputs) -> Any:
     return model_proto
 
 
+def export_torch(source: Any, inputs: ModelInputs) -> Any:
+    from pytest_parity.frameworks.torch import EXPORTER_CHOICE
+
+    step = f"PyTorch -> ONNX ({EXPORTER_CHOICE}, torch {_version('torch')}, opset {OPSET})"
+    try:
+        model_proto = source.to_onnx(inputs, OPSET)
+    except FrameworkNotInstalled:
+        raise
+    except Exception as error:
+        what, advice, op = _explain_torch_export_failure(error, inputs)
+        raise ConversionError(f"{step} failed for {source.description}: {what}\nWhat you can do: {advice}",
+                              step=step, op=op, opset=OPSET) from None
+    validate_onnx_model(model_proto, step)
+    return model_proto
+
+
+# The dynamo exporter wraps its failures (TorchExportError: "step 1/3", capturing forward() with torch.export;
+# ConversionError: "step 3/3", translating aten ops to ONNX) and chains the real cause; a missing translation names
+# the aten op as OpOverload(op='aten.xxx'), and a capture failure quotes the user's line after this header.
+_ATEN_OP = re.compile(r"OpOverload\(op='(?P<op>[^']+)'")
+_USER_LINE = re.compile(r'The following call raised this error:\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in '
+                        r'[^\n]*\n\s*(?P<code>[^\n]+)')
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs) -> tuple[str, str, str | None]:
+    """(what went wrong, what the user can do, the op if one is to blame) for an exception from TorchModel.to_onnx."""
+    chain = [error]
+    while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
+    root = chain[-1]
+    texts = [_ANSI_ESCAPE.sub("", str(e)) for e in chain]
+    cause = f"{type(root).__name__}: {_first_line(root)}"
+    if type(error).__name__ == "OpsetConversionError":
+        return (_first_line(error),
+                f"the message names the adapter of the op that has no opset {OPSET} form onnx.version_converter "
+                f"{_version('onnx')} can produce; avoid that op in forward() (onnx2torch needs opset {OPSET})", None)
+    missing_op = next((found for text in texts if (found := _ATEN_OP.search(text))), None)
+    if missing_op:
+        op = missing_op["op"]
+        return (f"the PyTorch op {op} has no ONNX translation in torch.onnx ({cause})",
+                f"replace {op} in forward() with operations torch.onnx can export, or check the model in port mode "
+                f"against a hand-written twin", op)
+    if any(type(e).__name__ == "TorchExportError" or "torch.export" in text for e, text in zip(chain, texts)):
+        line = next((found for text in texts if (found := _USER_LINE.search(text))), None)
+        where = f" at {line['file']}:{line['line']} ({line['code'].strip()})" if line else ""
+        if "data-dependent" in texts[-1] or "DataDependent" in type(root).__name__:
+            return (f"torch.export could not capture forward(): it branches on a tensor's value{where}; {cause}",
+                    "an exported graph cannot follow Python control flow that depends on tensor values: compute both "
+                    "branches and pick with torch.where, use torch.cond, or move the decision out of forward()", None)
+        return (f"torch.export could not capture forward(){where}: {cause}",
+                f"make torch.export.export(model, args, strict=False) succeed for inputs of these shapes "
+                f"({inputs.describe()}); https://pytorch.org/docs/stable/export.html lists what it supports", None)
+    return (cause, f"check that torch.onnx.export(model, args, dynamo=True) succeeds for inputs of these shapes "
+                   f"({inputs.describe()})", None)
+
+
 def check_onnx_model(model_proto: Any, step: str) -> None:
     """tf2onnx leaves ops it cannot convert in the graph (continue_on_error); find them before onnx2torch does."""
     import onnx
@@ -80,6 +161,12 @@ def check_onnx_model(model_proto: Any, step: str) -> None:
                 f"What you can do: express it with ops tf2onnx supports, or register a handler for it "
                 f"(tf2onnx.handler.tf_op / custom_op_handlers); see tf2onnx's support_status.md for opset {OPSET}.",
                 step=step, op=node.op_type, opset=OPSET)
+    validate_onnx_model(model_proto, step)
+
+
+def validate_onnx_model(model_proto: Any, step: str) -> None:
+    import onnx
+
     try:
         onnx.checker.check_model(model_proto)
     except onnx.checker.ValidationError as error:
@@ -106,6 +193,7 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
     from pytest_parity.frameworks import torch as torch_adapter
 
     step = f"ONNX -> PyTorch (onnx2torch {_version('onnx2torch')})"
+    share_weights_read_twice(model_proto.graph)
     try:
         return torch_adapter.from_onnx(model_proto)
     except FrameworkNotInstalled:
@@ -125,6 +213,49 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
     except Exception as error:
         raise ConversionError(f"{step} failed: {type(error).__name__}: {_first_line(error)}", step=step,
                               opset=OPSET) from None
+
+
+# onnx2torch converters that need an input to be an initializer: they copy it into their module's own nn.Parameter
+# (Conv, BatchNorm) or read its value at conversion time (Clip's bounds).
+_NEEDS_INITIALIZER = {"Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization", "Clip"}
+
+
+def share_weights_read_twice(graph: Any) -> None:
+    """Route a weight that several nodes read through one Identity node, in place.
+
+    onnx2torch gives every node that reads an initializer a copy of its own (a separate buffer, or a Gemm's own
+    nn.Linear): a weight read twice, as a shared Keras layer's kernel is, or nn.LSTM's weight_ih (sliced once per
+    gate), or a tied embedding, would become several independent tensors in the converted model, its gradient split
+    among them and only one of them matched. Read through an Identity, it stays one tensor. Left alone: weights read by
+    an op whose converter needs the initializer itself (a Conv copies it into a parameter per node anyway), and
+    single-element tensors, which exporters share as constants (a Clip bound, a Pow exponent) far more often than
+    models share a scalar weight.
+    """
+    from collections import Counter
+
+    from onnx import TensorProto, helper
+
+    floating = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    weights = {tensor.name for tensor in graph.initializer
+               if tensor.data_type in floating and int(np.prod(tensor.dims)) > 1}
+    readers = Counter(name for node in graph.node for name in node.input if name in weights)
+    needs_initializer = {name for node in graph.node if node.op_type in _NEEDS_INITIALIZER for name in node.input}
+    taken = {name for node in graph.node for name in node.output} | weights | {value.name for value in graph.input}
+    identities = []
+    for name, count in readers.items():
+        if count < 2 or name in needs_initializer:
+            continue
+        shared = f"{name}__shared"
+        while shared in taken:
+            shared += "_"
+        taken.add(shared)
+        for node in graph.node:
+            for index, input_name in enumerate(node.input):
+                if input_name == name:
+                    node.input[index] = shared
+        identities.append(helper.make_node("Identity", [name], [shared], name=f"{shared}_identity"))
+    for position, node in enumerate(identities):
+        graph.node.insert(position, node)
 
 
 def run_onnxruntime(model_proto: Any, inputs: ModelInputs) -> list[np.ndarray]:

@@ -17,12 +17,13 @@ from pytest_parity.session import KNOWN_DEVICES, parse_devices_option
 
 __all__ = ["KNOWN_DEVICES", "MARKER_ARGUMENTS", "ParitySettings", "parse_devices_option", "resolve", "with_overrides"]
 
-KNOWN_TARGETS = ("torch",)
+KNOWN_TARGETS = ("torch", "tensorflow")
 
 
 @dataclass(frozen=True)
 class ParitySettings:
-    # Convert mode: the framework to convert the source into; None picks the other framework.
+    # Convert mode: the framework to convert the source into; None picks torch (TensorFlow -> torch, or PyTorch's
+    # torch -> onnx -> torch round trip). "tensorflow" is known only to say why it cannot be done (no ONNX import).
     target: str | None = None
     devices: tuple[str, ...] = KNOWN_DEVICES
     atol: float = 1e-5
@@ -95,7 +96,7 @@ def _check_value(name: str, value: Any) -> Any:
     if name == "target":
         if value is not None and value not in KNOWN_TARGETS:
             raise ParityUsageError(f"parity argument target={value!r}: convert mode can target {KNOWN_TARGETS} "
-                                   f"(or None for the other framework)")
+                                   f"(or None: torch, the framework ONNX models are imported into)")
         return value
     raise AssertionError(f"unhandled parity argument {name}")  # pragma: no cover - MARKER_ARGUMENTS and this agree
 

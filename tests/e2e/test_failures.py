@@ -143,13 +143,6 @@ def test_port_mode_is_refused_clearly_in_this_version():
                   "cpu", "test")
 
 
-def test_convert_mode_from_pytorch_is_refused_clearly_in_this_version():
-    import torch
-
-    with pytest.raises(ParityUsageError, match="convert mode from PyTorch to PyTorch is not supported"):
-        check(torch.nn.Linear(2, 2), np.zeros((1, 2), np.float32))
-
-
 def test_weights_are_restored_even_when_the_check_fails():
     model = keras.Sequential([keras.Input((5, 4)), layers.LSTM(3)], name="restored")
     before = [v.numpy().copy() for v in model.weights]

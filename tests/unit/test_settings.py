@@ -195,15 +195,17 @@ def test_boolean_arguments_accept_bools(name):
     assert getattr(resolve(BASE, (), {name: True}), name) is True
 
 
-@pytest.mark.parametrize("value", ["jax", "tensorflow", "Torch", 1])
+@pytest.mark.parametrize("value", ["jax", "TensorFlow", "Torch", 1])
 def test_unknown_target_is_rejected(value):
     message = _usage_error({"target": value})
     assert f"target={value!r}" in message
-    assert "('torch',)" in message
+    assert "('torch', 'tensorflow')" in message
 
 
-def test_target_accepts_torch_and_none():
+def test_target_accepts_torch_tensorflow_and_none():
     assert resolve(BASE, (), {"target": "torch"}).target == "torch"
+    # Known so that the check can say why ONNX -> TensorFlow is unavailable and point to port mode (bridge.convert).
+    assert resolve(BASE, (), {"target": "tensorflow"}).target == "tensorflow"
     assert resolve(ParitySettings(target="torch"), (), {"target": None}).target is None
 
 

@@ -1,0 +1,52 @@
+"""A weight that several ONNX nodes read stays one tensor in the converted model, in both convert-mode routes.
+
+onnx2torch gives every node that reads an initializer its own copy; without bridge.share_weights_read_twice a shared
+Keras layer or a tied PyTorch embedding would have its gradient split among copies, and only one copy compared.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import torch
+from keras import layers
+from torch import nn
+
+from pytest_parity.check import run_check
+from pytest_parity.settings import ParitySettings
+
+
+def check(model, inputs):
+    return run_check(model, None, inputs, ParitySettings(), "cpu", "test_shared_weights")
+
+
+class TiedEmbedding(nn.Module):
+    """The output projection reuses the embedding matrix (weight tying, as in language models)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(20, 8)
+        self.mix = nn.Linear(8, 8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(torch.tanh(self.mix(self.embedding(ids))), self.embedding.weight)
+
+
+def test_tied_torch_embedding_gets_its_whole_gradient():
+    ids = np.random.default_rng(0).integers(0, 20, (3, 5)).astype(np.int64)
+    result = check(TiedEmbedding(), ids)
+    assert result.passed
+    assert set(result.grads) == {"embedding.weight", "mix.weight", "mix.bias"}
+    assert result.grads["embedding.weight"].passed
+
+
+def test_keras_layer_applied_to_two_inputs_gets_its_whole_gradient():
+    first, second = keras.Input((4,)), keras.Input((4,))
+    shared = layers.Dense(3, name="shared")
+    model = keras.Model([first, second], layers.Add()([shared(first), layers.Activation("tanh")(shared(second))]))
+    rng = np.random.default_rng(1)
+    result = check(model, (rng.standard_normal((2, 4)).astype(np.float32),
+                           rng.standard_normal((2, 4)).astype(np.float32)))
+    assert result.passed
+    kernel = next(name for name in result.grads if name.endswith("kernel"))
+    assert result.grads[kernel].passed and result.grads[kernel].total == 12
