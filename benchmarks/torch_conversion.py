@@ -26,7 +26,8 @@ from fixtures.torch_convert_models import CASES
 from pytest_parity import bridge
 from pytest_parity.check import randomize_constant_weights
 from pytest_parity.frameworks import flatten_inputs
-from pytest_parity.frameworks.torch import EXPORTER_CHOICE, TorchModel
+from pytest_parity.frameworks.torch import TorchModel
+from pytest_parity.torch_export import EXPORTER_CHOICE
 from pytest_parity.weight_matching import match_weights
 
 ROUNDS = 5

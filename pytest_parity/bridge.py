@@ -6,7 +6,7 @@ a neutral referee, which tells which step diverged when a check fails.
 Opset 17 end to end: tf2onnx's newest is 18, and onnx2torch lacks many opset >= 18 versions.
 
 Routes: TensorFlow/Keras -> tf2onnx -> onnx2torch -> PyTorch, and PyTorch -> torch.onnx.export (the dynamo exporter,
-optimize=False, down-converted from its native opset 18; frameworks/torch.py EXPORTER_CHOICE says why) -> onnx2torch
+optimize=False, down-converted from its native opset 18; torch_export.EXPORTER_CHOICE says why) -> onnx2torch
 -> PyTorch, a round trip that proves the exported graph computes what the module does. There is no ONNX -> TensorFlow
 import: a check against TensorFlow needs a hand-written Keras twin (port mode).
 """
@@ -93,7 +93,7 @@ def export_tensorflow(source: Any, inputs: ModelInputs) -> Any:
 
 
 def export_torch(source: Any, inputs: ModelInputs) -> Any:
-    from pytest_parity.frameworks.torch import EXPORTER_CHOICE
+    from pytest_parity.torch_export import EXPORTER_CHOICE
 
     step = f"PyTorch -> ONNX ({EXPORTER_CHOICE}, torch {_version('torch')}, opset {OPSET})"
     try:
@@ -174,16 +174,20 @@ def validate_onnx_model(model_proto: Any, step: str) -> None:
                               opset=OPSET) from None
 
 
-def _all_nodes(graph: Any) -> list[Any]:
-    nodes = []
+def all_graphs(graph: Any) -> list[Any]:
+    """The graph and every subgraph of its nodes (Loop and If bodies), depth first."""
+    graphs = [graph]
     for node in graph.node:
-        nodes.append(node)
         for attribute in node.attribute:
             if attribute.HasField("g"):
-                nodes.extend(_all_nodes(attribute.g))
+                graphs.extend(all_graphs(attribute.g))
             for subgraph in attribute.graphs:
-                nodes.extend(_all_nodes(subgraph))
-    return nodes
+                graphs.extend(all_graphs(subgraph))
+    return graphs
+
+
+def _all_nodes(graph: Any) -> list[Any]:
+    return [node for each in all_graphs(graph) for node in each.node]
 
 
 _MISSING_CONVERTER = re.compile(r"operation_type='(?P<op>[^']+)', version=(?P<version>\d+)")

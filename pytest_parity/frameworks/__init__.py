@@ -6,6 +6,7 @@ numpy outputs and gradients back, so no framework tensor ever crosses to the oth
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,6 +82,12 @@ def split_gradients(is_float: list[bool], weight_names: list[str], gradients: li
     input_gradients = iter(gradients[:float_count])
     return ([next(input_gradients) if floating else None for floating in is_float],
             dict(zip(weight_names, gradients[float_count:])))
+
+
+def onnx_input_name(name: str, index: int) -> str:
+    """An input's name as an ONNX graph input: identifier characters only ("input[0]" -> "input_0")."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")
+    return cleaned or f"input_{index}"
 
 
 def load_adapter(framework: str, model: Any) -> ModelAdapter:

@@ -6,7 +6,6 @@ Everything TensorFlow is imported inside functions, so importing this module is 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 from pytest_parity import import_guard
 from pytest_parity.compare import flatten_tree, rebuild_sequence, unflatten_like
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs, split_gradients
+from pytest_parity.frameworks import ModelInputs, onnx_input_name, split_gradients
 
 
 def import_tensorflow() -> Any:
@@ -156,7 +155,7 @@ class TensorFlowModel:
             import tf2onnx
         except ImportError as error:
             raise FrameworkNotInstalled("tensorflow", "tf2onnx", error) from error
-        specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype), name=_onnx_input_name(name, i))
+        specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype), name=onnx_input_name(name, i))
                  for i, (name, a) in enumerate(zip(inputs.names, inputs.arrays))]
 
         # autograph=False: the wrapper has no Python control flow, and AutoGraph warns about lambdas.
@@ -167,11 +166,6 @@ class TensorFlowModel:
         with tf.device("/CPU:0"):
             model_proto, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=opset)
         return model_proto
-
-
-def _onnx_input_name(name: str, index: int) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")
-    return cleaned or f"input_{index}"
 
 
 def _to_numpy(tree: Any) -> Any:

@@ -13,7 +13,7 @@ from torch import nn
 
 from fixtures.torch_convert_models import EmbeddingMean, NormGeluMLP, SmallCNN, TwoInputsDictOutput
 from fixtures.torch_models import LinearRegression, Net
-from pytest_parity import ConversionError, ParityError, ParityResult, ParityUsageError
+from pytest_parity import ConversionError, ParityError, ParityResult, ParityUsageError, torch_export
 from pytest_parity.check import run_check
 from pytest_parity.frameworks import flatten_inputs
 from pytest_parity.frameworks import torch as torch_adapter
@@ -125,7 +125,7 @@ def test_exported_graph_is_opset_17_keeps_batchnorm_and_names_weights_after_the_
 
 
 def test_the_public_exporter_is_used_when_the_internal_one_with_a_prebuilt_registry_is_not_available(monkeypatch):
-    monkeypatch.setattr(torch_adapter, "_export_with_prebuilt_registry", lambda: None)
+    monkeypatch.setattr(torch_export, "_export_with_prebuilt_registry", lambda: None)
     model = SmallCNN()
     result = check(model, np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32))
     assert result.passed and result.unmatched_weights == {}
