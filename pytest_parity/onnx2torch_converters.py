@@ -31,12 +31,15 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
 from torch import nn
 
+from pytest_parity.port.ops import GRU_TORCH_TO_ONNX, LSTM_TORCH_TO_ONNX
+
 __all__ = ["model_opsets"]
 
-# Gate blocks of torch's fused kernels, as indices into the ONNX blocks. ONNX LSTM: i, o, f, c; torch: i, f, g(=c), o.
-# ONNX GRU: z, r, h; torch: r, z, n.
-_LSTM_ONNX_TO_TORCH = (0, 2, 3, 1)
-_GRU_ONNX_TO_TORCH = (1, 0, 2)
+# Gate blocks of torch's fused kernels, as indices into the ONNX blocks (the inverse of port mode's torch -> ONNX
+# orders, so both share one statement of the conventions). ONNX LSTM: i, o, f, c; torch: i, f, g(=c), o. ONNX GRU:
+# z, r, h; torch: r, z, n.
+_LSTM_ONNX_TO_TORCH = tuple(LSTM_TORCH_TO_ONNX.index(i) for i in range(4))
+_GRU_ONNX_TO_TORCH = tuple(GRU_TORCH_TO_ONNX.index(i) for i in range(3))
 
 # torch's cuDNN path warns on every call when the weights are not one flat buffer. Ours are gathered from the
 # ONNX-layout parameters at each call (that is what makes them differentiable in ONNX layout), so they never are.
