@@ -116,7 +116,7 @@ def source_run_failure(source: ModelAdapter, inputs: ModelInputs, error: BaseExc
     )
 
 
-def _run_source(source: ModelAdapter, inputs: ModelInputs, device: str,
+def run_source(source: ModelAdapter, inputs: ModelInputs, device: str,
                 cotangents: Callable[[list[np.ndarray]], list[np.ndarray | None]] | None) -> Any:
     try:
         return source.run(inputs, device, cotangents)
@@ -139,16 +139,16 @@ def make_cotangent_source(seed_key: str, seed: int) -> tuple[list[np.ndarray | N
     return cotangents, make
 
 
-def measure_speed_if_asked(settings: ParitySettings, run_source: Callable[[], Any],
-                           run_target: Callable[[], Any]) -> SpeedResult | None:
+def measure_speed_if_asked(settings: ParitySettings, source_call: Callable[[], Any],
+                           target_call: Callable[[], Any]) -> SpeedResult | None:
     if settings.speed is None:
         return None
     from pytest_parity import timing
 
-    return timing.measure_speed(run_source, run_target, settings.speed)
+    return timing.measure_speed(source_call, target_call, settings.speed)
 
 
-def _refuse_non_finite(tree: Any, what: str, description: str) -> None:
+def refuse_non_finite(tree: Any, what: str, description: str) -> None:
     for path, leaf in compare.flatten_tree(tree, what):
         leaf = np.asarray(leaf)
         if np.issubdtype(leaf.dtype, np.inexact):
@@ -170,9 +170,9 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
     source_cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
     with devices.exact_float32({source.framework, target_framework}, device):
         started = time.perf_counter()
-        source_outputs, source_input_grads, source_weight_grads = _run_source(
+        source_outputs, source_input_grads, source_weight_grads = run_source(
             source, inputs, device, make_cotangents if settings.grad else None)
-        _refuse_non_finite(source_outputs, "output", source.description)
+        refuse_non_finite(source_outputs, "output", source.description)
         source_run_s = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -199,7 +199,7 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
         if settings.grad:
             by_target = target_weight_grads or {}
             carried = {m.source_name: _in_source_layout(m, by_target.get(m.target_name)) for m in grad_matches}
-            grads = _compare_gradients_by_name(inputs, source_input_grads or [], target_input_grads or [],
+            grads = compare_gradients(inputs, source_input_grads or [], target_input_grads or [],
                                                source_weight_grads or {}, carried,
                                                [m.source_name for m in grad_matches], settings,
                                                {m.source_name: m.target_name for m in grad_matches})
@@ -223,7 +223,7 @@ def _input_label(inputs: ModelInputs, name: str) -> str:
     return f"input[{name!r}]" if inputs.kind == "named" else name
 
 
-def _compare_gradients_by_name(inputs: ModelInputs, source_input_grads: list[np.ndarray | None],
+def compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray | None],
                                target_input_grads: list[np.ndarray | None], source_weight_grads: dict[str, Any],
                                carried_grads: dict[str, np.ndarray | None], weight_names: list[str],
                                settings: ParitySettings, target_names: dict[str, str] | None = None,

@@ -85,12 +85,12 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
            settings: ParitySettings, device: str, seed_key: str) -> ParityResult:
     from pytest_parity import devices
     from pytest_parity.check import (
-        _compare_gradients_by_name,
-        _refuse_non_finite,
-        _run_source,
+        compare_gradients,
         failure_message,
         make_cotangent_source,
         measure_speed_if_asked,
+        refuse_non_finite,
+        run_source,
     )
 
     target_inputs = _for_target(inputs, layouts)
@@ -106,9 +106,9 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
 
         started = time.perf_counter()
         cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
-        source_outputs, source_input_grads, source_weight_grads = _run_source(
+        source_outputs, source_input_grads, source_weight_grads = run_source(
             source, inputs, device, make_cotangents if settings.grad else None)
-        _refuse_non_finite(source_outputs, "output", source.description)
+        refuse_non_finite(source_outputs, "output", source.description)
         target_cotangents = None
         if settings.grad:
             target_cotangents = [None if c is None else (layouts.source_to_target(c) if layouts else c)
@@ -124,7 +124,7 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                                   for g in (target_input_grads or [])]
             carried = plan.gradients_to_source(target_weight_grads or {})
             trainable = [name for name in source.trainable_names() if name in carried]
-            grads = _compare_gradients_by_name(inputs, source_input_grads or [], target_input_grads,
+            grads = compare_gradients(inputs, source_input_grads or [], target_input_grads,
                                                source_weight_grads or {}, carried, trainable, settings)
         run_s = time.perf_counter() - started
         speed = measure_speed_if_asked(settings, lambda: source.run(inputs, device, None),
