@@ -35,7 +35,8 @@ def seeded_generator(seed_key: str, seed: int, purpose: str) -> np.random.Genera
 
 
 def run_check(source_model: Any, target_model: Any, inputs: Any, settings: ParitySettings, device: str,
-              seed_key: str) -> ParityResult:
+              seed_key: str, *, speed_gate: bool = True) -> ParityResult:
+    """One parity check; ``speed_gate=False`` measures speed= without failing on it (--parity-speed=report)."""
     source_framework = detect_framework(source_model)
     model_inputs = flatten_inputs(inputs)
     if target_model is not None:
@@ -45,7 +46,7 @@ def run_check(source_model: Any, target_model: Any, inputs: Any, settings: Parit
         for framework in (source_framework, target_framework):
             _require_device(framework, device)
         return run_port(source_model, target_model, source_framework, target_framework, model_inputs, settings,
-                        device, seed_key)
+                        device, seed_key, speed_gate)
     if settings.layouts is not None:
         raise ParityUsageError("layouts=... applies to port mode (parity.check(source, target, ...)); in convert mode "
                                "the converted model takes the source's inputs as they are")
@@ -57,7 +58,7 @@ def run_check(source_model: Any, target_model: Any, inputs: Any, settings: Parit
     if settings.randomize_constant_weights:
         originals = randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
     try:
-        return _compare_models(source, model_inputs, target_framework, settings, device, seed_key)
+        return _compare_models(source, model_inputs, target_framework, settings, device, seed_key, speed_gate)
     finally:
         if originals:
             source.assign_weights(originals)
@@ -139,13 +140,16 @@ def make_cotangent_source(seed_key: str, seed: int) -> tuple[list[np.ndarray | N
     return cotangents, make
 
 
-def measure_speed_if_asked(settings: ParitySettings, source_call: Callable[[], Any],
-                           target_call: Callable[[], Any]) -> SpeedResult | None:
+def measure_speed_if_asked(settings: ParitySettings, gated: bool, device: str, source: ModelAdapter,
+                           source_inputs: ModelInputs, target: ModelAdapter,
+                           target_inputs: ModelInputs) -> SpeedResult | None:
     if settings.speed is None:
         return None
     from pytest_parity import timing
 
-    return timing.measure_speed(source_call, target_call, settings.speed)
+    return timing.measure_speed(source.speed_call(source_inputs, device, settings.timed),
+                                target.speed_call(target_inputs, device, settings.timed), settings.speed,
+                                timed=settings.timed, gated=gated)
 
 
 def refuse_non_finite(tree: Any, what: str, description: str) -> None:
@@ -164,7 +168,7 @@ def refuse_non_finite(tree: Any, what: str, description: str) -> None:
 
 
 def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: str, settings: ParitySettings,
-                    device: str, seed_key: str) -> ParityResult:
+                    device: str, seed_key: str, speed_gate: bool) -> ParityResult:
     from pytest_parity import devices
 
     source_cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
@@ -206,8 +210,7 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
         weights = _compare_transferred_weights(source_weights, target_weights, matching)
         run_s = source_run_s + time.perf_counter() - started
 
-        speed = measure_speed_if_asked(settings, lambda: source.run(inputs, device, None),
-                                       lambda: target.run(inputs, device, None))
+        speed = measure_speed_if_asked(settings, speed_gate, device, source, inputs, target, inputs)
 
     result = ParityResult(
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
@@ -328,9 +331,9 @@ def failure_message(result: ParityResult, source_description: str, target_descri
     lines += _section("transferred weights", "weight", list(result.weights.values()), result.weight_names)
     lines += _section("gradients", "gradient", list((result.grads or {}).values()), result.weight_names)
     if result.speed is not None and not result.speed.passed:
-        lines.append(f"speed: target is {result.speed.ratio:.2f}x the source's time (median of {result.speed.rounds} "
-                     f"rounds, spread {result.speed.ratio_min:.2f}-{result.speed.ratio_max:.2f}x, allowed "
-                     f"{result.speed.allowed:.2f}x)")
+        from pytest_parity import timing
+
+        lines.append(timing.describe(result.speed))
     if result.diagnosis:
         lines.append(f"diagnosis: {result.diagnosis}")
     lines.extend(f"note: {note}" for note in result.notes)

@@ -7,6 +7,7 @@ summary and the report.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,10 @@ class ParityFixture:
         skip_reason = usage_error = None
         try:
             effective = settings.with_overrides(self.settings, overrides)
-            result = run_check(source, target, inputs, effective, self.device, self._seed_key)
+            if self._session.speed_mode == "off":
+                effective = replace(effective, speed=None)
+            result = run_check(source, target, inputs, effective, self.device, self._seed_key,
+                               speed_gate=self._session.speed_mode in ("gate", "force"))
         except (FrameworkNotInstalled, DeviceUnavailable) as reason:
             skip_reason = str(reason)
         except ParityUsageError as error:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_parity import import_guard
-from pytest_parity.session import KNOWN_DEVICES, ParitySession, parse_devices_option
+from pytest_parity.session import KNOWN_DEVICES, SPEED_MODES, ParitySession, parse_devices_option, speed_mode_under
 
 if TYPE_CHECKING:
     from pytest_parity.fixture import ParityFixture
@@ -21,8 +21,8 @@ SESSION_KEY = pytest.StashKey[ParitySession]()
 
 MARKER_HELP = (
     "parity(target=None, devices=('cpu', 'cuda'), atol=1e-5, rtol=1e-4, grad=True, grad_atol=1e-4, grad_rtol=1e-3, "
-    "speed=None, seed=0, randomize_constant_weights=True): check a model against its counterpart in the other "
-    "framework with the `parity` fixture; the test runs once per device."
+    "speed=None, timed='forward', seed=0, randomize_constant_weights=True, layouts=None): check a model against its "
+    "counterpart in the other framework with the `parity` fixture; the test runs once per device."
 )
 
 
@@ -36,10 +36,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "Default: 0 (ini: parity_seed)")
     group.addoption("--parity-report", metavar="PATH", default=None,
                     help="write every parity check's figures as JSON to PATH. Default: no report (ini: parity_report)")
+    group.addoption("--parity-speed", metavar="MODE", choices=SPEED_MODES, default=None,
+                    help="what speed= does: off (not measured), report (measured, never fails), gate (asserted; "
+                         "report under pytest-xdist), force (asserted even under xdist). Default: gate "
+                         "(ini: parity_speed)")
     parser.addini("parity_devices", "devices parity tests run on (comma-separated). Default: cpu,cuda",
                   default=",".join(KNOWN_DEVICES))
     parser.addini("parity_seed", "seed for parity checks. Default: 0", default="0")
     parser.addini("parity_report", "path of the JSON parity report. Default: none", default="")
+    parser.addini("parity_speed", "off, report, gate or force: what speed= does. Default: gate", default="gate")
 
 
 def _devices_argument(text: str) -> tuple[str, ...]:
@@ -73,13 +78,26 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
     if seed_option < 0:
         raise pytest.UsageError(f"--parity-seed must be >= 0, got {seed_option}")
     report_path = config.getoption("parity_report") or str(config.getini("parity_report")) or None
-    return ParitySession(seed=seed_option, devices=devices_option, report_path=report_path)
+    speed_option = config.getoption("parity_speed") or str(config.getini("parity_speed"))
+    if speed_option not in SPEED_MODES:
+        raise pytest.UsageError(f"ini option parity_speed must be one of {', '.join(SPEED_MODES)}, got "
+                                f"{speed_option!r}")
+    # Workers carry workerinput; the controller knows from -n (0 or absent: no parallel workers).
+    xdist = hasattr(config, "workerinput") or bool(getattr(config.option, "numprocesses", None))
+    speed_mode, speed_note = speed_mode_under(speed_option, xdist)
+    return ParitySession(seed=seed_option, devices=devices_option, report_path=report_path, speed_mode=speed_mode,
+                         speed_note=speed_note)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     import_guard.install_guard()
     config.addinivalue_line("markers", MARKER_HELP)
     config.stash[SESSION_KEY] = _session_from_config(config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = config.stash.get(SESSION_KEY, None)
+    return [f"parity: {session.speed_note}"] if session is not None and session.speed_note else []
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

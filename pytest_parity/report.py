@@ -67,13 +67,23 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
         speed = entry["speed"]
         rows.append((
             entry["nodeid"], entry["device"], entry["route"], _figure(entry["outputs"]["max_abs"]),
-            worst_grad or "-", f"{speed['ratio']:.2f}x" if speed else "-", "PASS" if entry["passed"] else "FAIL",
+            worst_grad or "-", _speed_cell(speed), "PASS" if entry["passed"] else "FAIL",
         ))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     passed = sum(1 for entry in records if entry["passed"])
     lines.append(f"{passed} of {len(records)} parity check(s) passed")
     return lines
+
+
+def _speed_cell(speed: dict[str, Any] | None) -> str:
+    """'2.31x (2.05-2.60)': the median ratio target/source and its spread; marked when only reported."""
+    if not speed:
+        return "-"
+    cell = f"{speed['ratio']:.2f}x ({speed['ratio_min']:.2f}-{speed['ratio_max']:.2f})"
+    if speed.get("allowed") is not None:
+        cell += f" <= {speed['allowed']:.2f}"
+    return cell if speed.get("gated", True) else cell + " report"
 
 
 def _sortable(value: Any) -> float:

@@ -87,7 +87,7 @@ class TreeComparison:
 
 @dataclass(frozen=True)
 class SpeedResult:
-    """Target time / source time, the median of interleaved rounds."""
+    """Target time / source time, the median of interleaved rounds (see ``timing``)."""
 
     ratio: float
     source_s: float
@@ -97,6 +97,11 @@ class SpeedResult:
     ratio_max: float
     allowed: float | None
     passed: bool
+    # False when --parity-speed=report (or gating was switched off under pytest-xdist): measured, never failing.
+    gated: bool = True
+    # What was timed: "forward" or "forward_backward"; calls per timed sample (see timing.plan_rounds).
+    timed: str = "forward"
+    iterations: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +113,9 @@ class SpeedResult:
             "ratio_max": self.ratio_max,
             "allowed": self.allowed,
             "passed": self.passed,
+            "gated": self.gated,
+            "timed": self.timed,
+            "iterations": self.iterations,
         }
 
 

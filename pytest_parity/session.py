@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 KNOWN_DEVICES = ("cpu", "cuda")
+# --parity-speed: off (speed= is not measured), report (measured, never fails), gate (speed= is asserted; turned into
+# report under pytest-xdist, whose workers share cores), force (asserted even under xdist).
+SPEED_MODES = ("off", "report", "gate", "force")
 
 
 def parse_devices_option(text: str) -> tuple[str, ...]:
@@ -19,11 +22,22 @@ def parse_devices_option(text: str) -> tuple[str, ...]:
     return names
 
 
+def speed_mode_under(mode: str, xdist: bool) -> tuple[str, str | None]:
+    """The speed mode in force, and why it differs from the one asked for (for the session header)."""
+    if mode == "gate" and xdist:
+        return "report", ("speed is reported, not gated, under pytest-xdist: parallel workers share the cores, so "
+                          "timings are not comparable; --parity-speed=force gates anyway")
+    return mode, None
+
+
 class ParitySession:
     """Options from the command line and ini, and the records of the checks that ran (plain dicts)."""
 
-    def __init__(self, seed: int, devices: tuple[str, ...], report_path: str | None) -> None:
+    def __init__(self, seed: int, devices: tuple[str, ...], report_path: str | None, speed_mode: str = "gate",
+                 speed_note: str | None = None) -> None:
         self.seed = seed
         self.devices = devices
         self.report_path = report_path
+        self.speed_mode = speed_mode
+        self.speed_note = speed_note
         self.records: list[dict[str, Any]] = []

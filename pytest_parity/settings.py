@@ -17,6 +17,7 @@ from pytest_parity.session import KNOWN_DEVICES, parse_devices_option
 
 __all__ = ["KNOWN_DEVICES", "MARKER_ARGUMENTS", "ParitySettings", "parse_devices_option", "resolve", "with_overrides"]
 
+TIMED_CHOICES = ("forward", "forward_backward")
 KNOWN_TARGETS = ("torch", "tensorflow")
 
 
@@ -34,6 +35,8 @@ class ParitySettings:
     grad_rtol: float = 1e-3
     # Largest allowed target/source time ratio; None: speed is not measured.
     speed: float | None = None
+    # What speed times: "forward" (inference) or "forward_backward" (forward plus the vector-Jacobian product).
+    timed: str = "forward"
     seed: int = 0
     # Give all-constant weights (zero biases, unit BN scales, identity BN statistics) seeded random values before the
     # check, and restore them afterwards: converters drop zero biases and fold identity statistics, which would hide
@@ -90,6 +93,11 @@ def _check_value(name: str, value: Any) -> Any:
             raise ParityUsageError(f"parity argument speed={value!r} must be None (not measured) or a number > 0: "
                                    f"the largest allowed ratio target time / source time, for example speed=1.5")
         return float(value)
+    if name == "timed":
+        if value not in TIMED_CHOICES:
+            raise ParityUsageError(f"parity argument timed={value!r} must be one of {TIMED_CHOICES}: what speed= "
+                                   f"times, inference forward passes or forward plus backward")
+        return value
     if name == "layouts":
         pair = parse_layouts(value)
         return None if pair is None else (pair.source, pair.target)

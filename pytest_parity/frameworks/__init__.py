@@ -7,6 +7,7 @@ numpy outputs and gradients back, so no framework tensor ever crosses to the oth
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,6 +74,11 @@ class ModelAdapter(Protocol):
 
     def expected_inputs(self) -> str | None:
         """What the model says it expects as input (for error messages), when it says."""
+
+    def speed_call(self, inputs: ModelInputs, device: str, timed: str) -> Callable[[], None]:
+        """A call to time: one forward ("forward") or forward + VJP ("forward_backward") on ``inputs``, prepared on
+        ``device`` beforehand, ending with a device synchronisation. Inputs, cotangents and any tracing are set up
+        here, outside the timed call."""
 
 
 def split_gradients(is_float: list[bool], weight_names: list[str], gradients: list[np.ndarray | None]

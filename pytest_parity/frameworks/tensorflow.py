@@ -147,6 +147,50 @@ class TensorFlowModel:
         # The outputs were already copied to numpy for the cotangents: reuse them.
         return unflatten_like(tree, leaves_np), input_grads, weight_grads
 
+    # -- timing ----------------------------------------------------------------------------------------------
+    def speed_call(self, inputs: ModelInputs, device: str, timed: str) -> Callable[[], None]:
+        """Timed as a tf.function with a pinned signature, as TensorFlow models run in production (eager Keras
+        would add Python dispatch per layer); traced during the timing warm-up, never retraced."""
+        tf = self.tf
+        with tf.device(tf_device_name(device)):
+            tensors = [tf.constant(a) for a in inputs.arrays]
+        specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype)) for a in inputs.arrays]
+
+        def synchronise() -> None:
+            if device == "cuda":
+                tf.test.experimental.sync_devices()
+
+        if timed == "forward":
+            @tf.function(input_signature=specs, autograph=False)
+            def forward(*arguments: Any) -> Any:
+                return self._call(inputs, list(arguments))
+
+            def run_forward() -> None:
+                with tf.device(tf_device_name(device)):
+                    forward(*tensors)
+                synchronise()
+
+            return run_forward
+
+        variables = [v for v in self._variables.values() if v.trainable]
+
+        @tf.function(input_signature=specs, autograph=False)
+        def forward_backward(*arguments: Any) -> Any:
+            # The cotangent's values do not change the cost: the sum of the outputs (all-ones cotangent), as in torch.
+            float_inputs = [t for t in arguments if t.dtype.is_floating]
+            with tf.GradientTape() as tape:
+                tape.watch(float_inputs)
+                leaves = [leaf for _, leaf in flatten_tree(self._call(inputs, list(arguments)), "output")]
+                loss = tf.add_n([tf.reduce_sum(leaf) for leaf in leaves if leaf.dtype.is_floating])
+            return tape.gradient(loss, float_inputs + variables)
+
+        def run_forward_backward() -> None:
+            with tf.device(tf_device_name(device)):
+                forward_backward(*tensors)
+            synchronise()
+
+        return run_forward_backward
+
     # -- export ----------------------------------------------------------------------------------------------
     def to_onnx(self, inputs: ModelInputs, opset: int) -> Any:
         """TF -> ONNX through tf2onnx.from_function with a static signature (from_keras fails on Keras 3)."""

@@ -107,6 +107,41 @@ class TorchModel:
         # The outputs were already copied to numpy for the cotangents: reuse them.
         return unflatten_like(tree, leaves_np), input_grads, weight_grads
 
+    # -- timing ----------------------------------------------------------------------------------------------
+    def speed_call(self, inputs: ModelInputs, device: str, timed: str) -> Callable[[], None]:
+        torch = self.torch
+        self.module.eval()
+        self.module.to(device)
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in inputs.arrays]
+        args, kwargs = self._arguments(inputs, tensors)
+
+        def synchronise() -> None:
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        if timed == "forward":
+            def forward() -> None:
+                with torch.inference_mode():
+                    self.module(*args, **kwargs)
+                synchronise()
+
+            return forward
+
+        weights = [t for t in self._named_tensors().values() if t.requires_grad]
+        float_inputs = [t.requires_grad_(True) for t in tensors if t.is_floating_point()]
+
+        def forward_backward() -> None:
+            # The cotangent's values do not change the cost: the sum of the outputs (all-ones cotangent), as in TF.
+            with torch.enable_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="CUDA initialization", category=UserWarning)
+                leaves = [leaf for _, leaf in flatten_tree(self.module(*args, **kwargs), "output")]
+                terms = [leaf.sum() for leaf in leaves if leaf.is_floating_point() and leaf.requires_grad]
+                if terms:
+                    torch.autograd.grad(torch.stack(terms).sum(), float_inputs + weights, allow_unused=True)
+            synchronise()
+
+        return forward_backward
+
     # -- export ----------------------------------------------------------------------------------------------
     def to_onnx(self, inputs: ModelInputs, opset: int) -> Any:
         """PyTorch -> ONNX at ``opset``: eval mode, CPU, static shapes (see ``torch_export`` for the route and why).

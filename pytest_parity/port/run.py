@@ -48,7 +48,8 @@ def _to_source_layout(tree: Any, layouts: LayoutPair | None) -> Any:
 
 
 def run_port(source_model: Any, target_model: Any, source_framework: str, target_framework: str,
-             inputs: ModelInputs, settings: ParitySettings, device: str, seed_key: str) -> ParityResult:
+             inputs: ModelInputs, settings: ParitySettings, device: str, seed_key: str,
+             speed_gate: bool = True) -> ParityResult:
     from pytest_parity.check import randomize_constant_weights, seeded_generator
 
     if source_framework == target_framework:
@@ -71,7 +72,7 @@ def run_port(source_model: Any, target_model: Any, source_framework: str, target
             # The target's own values are overwritten by the transfer; randomizing them first only keeps a graph
             # read through ONNX (tf.Module targets) from losing zero biases that tf2onnx drops.
             randomize_constant_weights(target, seeded_generator(seed_key, settings.seed, "target weights"))
-        return _check(source, target, inputs, layouts, settings, device, seed_key)
+        return _check(source, target, inputs, layouts, settings, device, seed_key, speed_gate)
     finally:
         source.assign_weights(source_originals)
         target.assign_weights(target_originals)
@@ -82,7 +83,7 @@ def _other(framework: str) -> str:
 
 
 def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layouts: LayoutPair | None,
-           settings: ParitySettings, device: str, seed_key: str) -> ParityResult:
+           settings: ParitySettings, device: str, seed_key: str, speed_gate: bool) -> ParityResult:
     from pytest_parity import devices
     from pytest_parity.check import (
         compare_gradients,
@@ -127,8 +128,7 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             grads = compare_gradients(inputs, source_input_grads or [], target_input_grads,
                                                source_weight_grads or {}, carried, trainable, settings)
         run_s = time.perf_counter() - started
-        speed = measure_speed_if_asked(settings, lambda: source.run(inputs, device, None),
-                                       lambda: target.run(target_inputs, device, None))
+        speed = measure_speed_if_asked(settings, speed_gate, device, source, inputs, target, target_inputs)
 
         names = plan.target_names()
         result = ParityResult(

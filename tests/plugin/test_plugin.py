@@ -64,9 +64,11 @@ def test_options_are_documented_with_defaults(pytester):
         "*--parity-devices=LIST*",
         "*--parity-seed=INT*",
         "*--parity-report=PATH*",
+        "*--parity-speed=MODE*",
     ])
     text = result.stdout.str()
     assert "Default: cpu,cuda" in text and "Default: 0" in text and "Default: no report" in text
+    assert "Default: gate" in text
 
 
 def test_fixture_is_documented(pytester):
@@ -297,3 +299,25 @@ def test_empty_session_still_writes_the_report_it_was_asked_for(pytester):
     assert document["version"] == 1 and document["results"] == []
     assert set(document) == {"version", "created", "environment", "results"}
     assert document["environment"]["python"].count(".") == 2
+
+
+def test_bad_speed_option_and_ini_are_usage_errors(pytester):
+    result = pytester.runpytest("--parity-speed=sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--parity-speed*invalid choice: 'sometimes'*"])
+    pytester.makeini("[pytest]\nparity_speed = loud\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini option parity_speed must be one of off, report, gate, force, got 'loud'*"])
+
+
+def test_speed_gating_is_off_under_xdist_unless_forced(pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    header = "parity: speed is reported, not gated, under pytest-xdist*--parity-speed=force gates anyway"
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([header])
+    for args in (["-n", "2", "--parity-speed=force"], ["-n", "0"], []):
+        result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+        assert "speed is reported, not gated" not in result.stdout.str()

@@ -279,3 +279,9 @@ def test_parse_devices_option_rejects_bad_lists(text):
     message = str(info.value)
     assert repr(text) in message
     assert "cpu, cuda" in message
+
+
+def test_timed_accepts_forward_and_forward_backward_only():
+    assert resolve(BASE, (), {"timed": "forward_backward"}).timed == "forward_backward"
+    with pytest.raises(ParityUsageError, match=r"timed='backward' must be one of \('forward', 'forward_backward'\)"):
+        resolve(BASE, (), {"timed": "backward"})

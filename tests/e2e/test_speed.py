@@ -1,0 +1,81 @@
+"""speed= with the real frameworks: gating, report-only and off modes, what is timed, and the failure's wording.
+
+No assertion here depends on how fast anything is (this machine is shared and noisy): a ratio bound of 1e-3 cannot
+be met by any model, and 1e3 is always met.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fixtures.ports import GOOD_PORTS
+from pytest_parity import ParityError
+from pytest_parity.check import run_check
+from pytest_parity.settings import ParitySettings
+
+CIFAR = next(case for case in GOOD_PORTS if case.name == "cifar_cnn")
+INPUTS = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
+
+
+def _port_check(**settings):
+    return run_check(CIFAR.build_keras(), CIFAR.build_torch(), INPUTS,
+                     ParitySettings(devices=("cpu",), layouts=CIFAR.layouts, **settings), "cpu", "speed")
+
+
+@pytest.mark.parametrize("timed", ["forward", "forward_backward"])
+def test_speed_is_measured_with_its_spread_for_both_kinds_of_timing(timed):
+    result = _port_check(speed=1e3, timed=timed)
+    speed = result.speed
+    assert result.passed and speed.timed == timed and speed.gated
+    assert speed.rounds >= 7 and speed.iterations >= 1
+    assert speed.ratio_min <= speed.ratio <= speed.ratio_max
+    assert speed.source_s > 0 and speed.target_s > 0
+
+
+def test_a_ratio_that_cannot_be_met_fails_with_the_figure_spread_and_bound():
+    with pytest.raises(ParityError) as failure:
+        _port_check(speed=1e-3)
+    message = str(failure.value)
+    assert "outputs: agree within tolerance" in message
+    assert "speed: target is " in message and "allowed 0.00x; timed: forward)" in message
+    assert failure.value.result.speed.passed is False
+
+
+def test_report_only_measures_without_failing():
+    result = run_check(CIFAR.build_keras(), CIFAR.build_torch(), INPUTS,
+                       ParitySettings(devices=("cpu",), layouts=CIFAR.layouts, speed=1e-3), "cpu", "speed",
+                       speed_gate=False)
+    assert result.passed and result.speed is not None and not result.speed.gated
+
+
+def test_convert_mode_times_both_sides():
+    import keras
+
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    result = run_check(model, None, INPUTS[:, 0, 0, :1].repeat(16, axis=1), ParitySettings(speed=1e3), "cpu", "s")
+    assert result.speed is not None and result.speed.passed
+
+
+SESSION = """
+import numpy as np
+import pytest
+import torch
+
+@pytest.mark.parity(devices=("cpu",), speed=1e-3)
+def test_speed(parity):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    parity.check(model, inputs=parity.randn(16, 8))
+"""
+
+
+@pytest.mark.parametrize(("mode", "outcome", "expected"), [
+    ("gate", "failed", r"*test_speed*x (*-*) <= 0.00 *FAIL*"),
+    ("report", "passed", r"*test_speed*x (*-*) <= 0.00 report*PASS*"),
+    ("off", "passed", r"*test_speed[[]cpu[]]*torch -> onnx -> torch*-  *PASS*"),
+])
+def test_speed_modes_through_the_plugin(pytester, mode, outcome, expected):
+    pytester.makepyfile(test_session=SESSION)
+    result = pytester.runpytest_subprocess(f"--parity-speed={mode}", "-p", "no:cacheprovider")
+    result.assert_outcomes(**{outcome: 1})
+    result.stdout.fnmatch_lines([expected])
