@@ -7,7 +7,10 @@ How, and why:
   tf.test.experimental.sync_devices()), because both frameworks return before GPU work has finished.
 - Calibration, as pytest-benchmark does it: a sample shorter than ``MIN_SAMPLE_S`` is mostly timer and dispatch noise,
   so each sample runs the call ``iterations`` times; then as many rounds as fit the time budget, within
-  [MIN_ROUNDS, MAX_ROUNDS].
+  [MIN_ROUNDS, MAX_ROUNDS]. Before each sample the cores are left idle for ``SETTLE_S`` (not timed).
+- These constants were tuned with benchmarks/speed_stability.py on a shared 2-core machine: 5 ms samples without the
+  pause gave a max/min of 1.55 between runs, 25 ms samples 1.36, the pause brought it to 1.16, 10 ms samples with the
+  pause (more rounds in the same budget) to 1.06.
 - Rounds are interleaved (source, target; then target, source; ...) so a noisy neighbour slows both sides alike and
   neither side always runs on caches the other warmed. The figure is the median of the per-round ratios, reported with
   its spread (min and max of the per-round ratios).
@@ -24,15 +27,20 @@ from typing import Any
 from pytest_parity.result import SpeedResult
 
 WARMUP_CALLS = 3
-MIN_SAMPLE_S = 0.005
+MIN_SAMPLE_S = 0.010
 MIN_ROUNDS = 7
 MAX_ROUNDS = 101
 TIME_BUDGET_S = 2.0
+# Idle time before each timed sample, outside the timing: the other framework's worker threads spin-wait after their
+# work (OpenMP, Eigen's pool) and would otherwise steal the cores from the sample that follows.
+SETTLE_S = 0.005
 
 Clock = Callable[[], float]
 
 
-def _timed(call: Callable[[], Any], iterations: int, clock: Clock) -> float:
+def _timed(call: Callable[[], Any], iterations: int, clock: Clock, settle_s: float) -> float:
+    if settle_s:
+        time.sleep(settle_s)
     started = clock()
     for _ in range(iterations):
         call()
@@ -42,7 +50,7 @@ def _timed(call: Callable[[], Any], iterations: int, clock: Clock) -> float:
 def plan_rounds(source_s: float, target_s: float, budget_s: float) -> tuple[int, int]:
     """(iterations per sample, rounds) for calls that take ``source_s`` and ``target_s`` seconds once warm."""
     shortest = max(min(source_s, target_s), 1e-9)
-    iterations = max(1, math.ceil(MIN_SAMPLE_S / shortest))
+    iterations = max(1, math.ceil(MIN_SAMPLE_S / shortest - 1e-9))  # 1e-9: float noise must not add a call
     round_s = iterations * (source_s + target_s)
     rounds = int(budget_s / max(round_s, 1e-9))
     return iterations, max(MIN_ROUNDS, min(MAX_ROUNDS, rounds))
@@ -50,17 +58,20 @@ def plan_rounds(source_s: float, target_s: float, budget_s: float) -> tuple[int,
 
 def measure_speed(source_call: Callable[[], Any], target_call: Callable[[], Any], allowed: float | None, *,
                   timed: str = "forward", gated: bool = True, budget_s: float = TIME_BUDGET_S,
-                  clock: Clock = time.perf_counter) -> SpeedResult:
+                  clock: Clock = time.perf_counter, settle_s: float = SETTLE_S) -> SpeedResult:
     for _ in range(WARMUP_CALLS):
         source_call()
         target_call()
-    iterations, rounds = plan_rounds(_timed(source_call, 1, clock), _timed(target_call, 1, clock), budget_s)
+    iterations, rounds = plan_rounds(_timed(source_call, 1, clock, settle_s), _timed(target_call, 1, clock, settle_s),
+                                     budget_s)
     source_times, target_times, ratios = [], [], []
     for index in range(rounds):
         if index % 2:
-            target_s, source_s = _timed(target_call, iterations, clock), _timed(source_call, iterations, clock)
+            target_s = _timed(target_call, iterations, clock, settle_s)
+            source_s = _timed(source_call, iterations, clock, settle_s)
         else:
-            source_s, target_s = _timed(source_call, iterations, clock), _timed(target_call, iterations, clock)
+            source_s = _timed(source_call, iterations, clock, settle_s)
+            target_s = _timed(target_call, iterations, clock, settle_s)
         source_times.append(source_s)
         target_times.append(target_s)
         ratios.append(target_s / max(source_s, 1e-12))

@@ -26,7 +26,8 @@ class FakeClock:
 
 @pytest.mark.parametrize(("source_s", "target_s", "iterations", "rounds"), [
     (0.010, 0.020, 1, 66),      # 2 s budget / 30 ms per round
-    (0.0001, 0.0002, 50, 101),  # fast calls: 50 per sample reach 5 ms; rounds capped
+    (0.0001, 0.00001, 1000, 18),  # rounds from the budget: 1000 x 0.11 ms per round
+    (0.0001, 0.0002, 100, 66),  # fast calls: 100 per sample reach the 10 ms minimum sample
     (1.0, 2.0, 1, 7),           # slow calls: the minimum number of rounds, whatever the budget
 ])
 def test_plan_rounds_calibrates_iterations_then_rounds(source_s, target_s, iterations, rounds):
@@ -35,7 +36,7 @@ def test_plan_rounds_calibrates_iterations_then_rounds(source_s, target_s, itera
 
 def test_ratio_is_the_median_of_interleaved_rounds_after_warm_up():
     clock = FakeClock()
-    result = timing.measure_speed(clock.model("s", 0.010), clock.model("t", 0.020), 1.5, clock=clock)
+    result = timing.measure_speed(clock.model("s", 0.010), clock.model("t", 0.020), 1.5, clock=clock, settle_s=0)
     assert result.ratio == pytest.approx(2.0) and result.ratio_min == pytest.approx(2.0)
     assert result.source_s == pytest.approx(0.010) and result.target_s == pytest.approx(0.020)
     assert not result.passed and result.gated and result.allowed == 1.5
@@ -50,7 +51,7 @@ def test_spread_reports_the_slowest_and_fastest_round():
     clock = FakeClock()
     # Every 10th target call is slowed down by a noisy neighbour.
     result = timing.measure_speed(clock.model("s", 0.010), clock.model("t", lambda n: 0.05 if n % 10 == 0 else 0.01),
-                                  None, clock=clock)
+                                  None, clock=clock, settle_s=0)
     assert result.ratio == pytest.approx(1.0)
     assert result.ratio_max > 4 and result.ratio_min == pytest.approx(1.0)
     assert result.passed  # nothing allowed, nothing gated
@@ -58,7 +59,8 @@ def test_spread_reports_the_slowest_and_fastest_round():
 
 def test_report_only_never_fails():
     clock = FakeClock()
-    result = timing.measure_speed(clock.model("s", 0.01), clock.model("t", 0.03), 1.1, gated=False, clock=clock)
+    result = timing.measure_speed(clock.model("s", 0.01), clock.model("t", 0.03), 1.1, gated=False, clock=clock,
+                                  settle_s=0)
     assert result.passed and not result.gated and result.ratio == pytest.approx(3.0)
     assert timing.describe(result).endswith("timed: forward, report only)")
 
@@ -66,7 +68,7 @@ def test_report_only_never_fails():
 def _measure(source_s, target_s, allowed, **options):
     clock = FakeClock()
     return timing.measure_speed(clock.model("s", source_s), clock.model("t", target_s), allowed, clock=clock,
-                                **options)
+                                settle_s=0, **options)
 
 
 def test_describe_slower_and_faster():
