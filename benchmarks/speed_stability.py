@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 ONE_RUN = """
 import json, os, sys
@@ -30,6 +31,8 @@ import torch
 from fixtures.ports import GOOD_PORTS
 from pytest_parity.check import run_check
 from pytest_parity.settings import ParitySettings
+from pytest_parity import timing
+timing.SETTLE_S = {settle_s!r}
 case = next(c for c in GOOD_PORTS if c.name == "cifar_cnn")
 x = np.random.default_rng(0).standard_normal((32, 32, 32, 3)).astype(np.float32)
 settings = ParitySettings(devices=("cpu",), layouts=case.layouts, speed=1e3, timed={timed!r}, grad=False)
@@ -44,10 +47,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--timed", default="forward", choices=("forward", "forward_backward"))
+    parser.add_argument("--settle-ms", type=float, default=None, help="override timing.SETTLE_S (for A/B runs)")
     args = parser.parse_args()
-    code = ONE_RUN.format(root=str(ROOT), timed=args.timed)
+    from pytest_parity import timing
+
+    settle_s = timing.SETTLE_S if args.settle_ms is None else args.settle_ms / 1e3
+    code = ONE_RUN.format(root=str(ROOT), timed=args.timed, settle_s=settle_s)
     ratios = []
-    print(f"cifar_cnn Keras -> PyTorch port, batch 32, cpu, timed={args.timed}, {os.cpu_count()} cores")
+    print(f"cifar_cnn Keras -> PyTorch port, batch 32, cpu, timed={args.timed}, settle {settle_s * 1e3:.0f} ms, "
+          f"{os.cpu_count()} cores")
     print(f"{'run':>3}  {'ratio':>6}  {'spread':>11}  {'rounds':>6}  {'iter':>4}  {'source ms':>9}  {'target ms':>9}")
     for run in range(1, args.runs + 1):
         output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -8,9 +8,9 @@ How, and why:
 - Calibration, as pytest-benchmark does it: a sample shorter than ``MIN_SAMPLE_S`` is mostly timer and dispatch noise,
   so each sample runs the call ``iterations`` times; then as many rounds as fit the time budget, within
   [MIN_ROUNDS, MAX_ROUNDS]. Before each sample the cores are left idle for ``SETTLE_S`` (not timed).
-- These constants were tuned with benchmarks/speed_stability.py on a shared 2-core machine: 5 ms samples without the
-  pause gave a max/min of 1.55 between runs, 25 ms samples 1.36, the pause brought it to 1.16, 10 ms samples with the
-  pause (more rounds in the same budget) to 1.06.
+- Measured with benchmarks/speed_stability.py on a shared 2-core machine (max/min of the ratio over 5 processes):
+  5 ms samples 1.55; 10 ms samples 1.05-1.65 over five batches with the pause, 1.16-1.18 without; the run-to-run
+  spread comes from the two frameworks slowing each other down in one process (see README, Measurements).
 - Rounds are interleaved (source, target; then target, source; ...) so a noisy neighbour slows both sides alike and
   neither side always runs on caches the other warmed. The figure is the median of the per-round ratios, reported with
   its spread (min and max of the per-round ratios).
