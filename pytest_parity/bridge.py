@@ -262,10 +262,45 @@ def share_weights_read_twice(graph: Any) -> None:
         graph.node.insert(position, node)
 
 
-def run_onnxruntime(model_proto: Any, inputs: ModelInputs) -> list[np.ndarray]:
-    """Outputs of the ONNX graph itself, in graph output order, on the CPU provider."""
+class OnnxRuntimeOutputs(list[np.ndarray]):
+    """The ONNX graph's outputs in graph output order (a list, as callers of ``run_onnxruntime`` always got), with
+    where they were computed: ``provider`` is the execution provider that ran the graph, ``fallback`` says why that is
+    not the device asked for (None when it is)."""
+
+    def __init__(self, outputs: list[np.ndarray], *, device: str, provider: str, fallback: str | None) -> None:
+        super().__init__(outputs)
+        self.device = device
+        self.provider = provider
+        self.fallback = fallback
+
+    def describe(self) -> str:
+        """For a diagnosis: "onnxruntime on CUDAExecutionProvider (TF32 off)", or the CPU and why."""
+        from pytest_parity import devices
+
+        where = f"onnxruntime on {self.provider}"
+        if self.provider == devices.CUDA_EXECUTION_PROVIDER:
+            return f"{where} (TF32 off)"
+        return f"{where} ({self.fallback})" if self.fallback else where
+
+
+def run_onnxruntime(model_proto: Any, inputs: ModelInputs, device: str = "cpu") -> OnnxRuntimeOutputs:
+    """Outputs of the ONNX graph itself, in graph output order, run by onnxruntime on ``device``.
+
+    On "cuda" the CUDA execution provider runs it (TF32 off) when the installed onnxruntime has one; otherwise, or
+    when onnxruntime cannot create it, the CPU provider does, and the result's ``fallback`` says why.
+    """
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    from pytest_parity import devices
+
+    available = onnxruntime.get_available_providers()
+    # onnxruntime falls back to the CPU provider by itself when the CUDA one cannot be created (missing CUDA or cuDNN
+    # libraries); the session's own provider list is the record of what runs.
+    session = onnxruntime.InferenceSession(model_proto.SerializeToString(),
+                                           providers=devices.onnxruntime_providers(device, available))
+    used = session.get_providers()
     feed = {graph_input.name: array for graph_input, array in zip(session.get_inputs(), inputs.arrays)}
-    return [np.asarray(output) for output in session.run(None, feed)]
+    outputs = [np.asarray(output) for output in session.run(None, feed)]
+    return OnnxRuntimeOutputs(
+        outputs, device=device, provider=used[0] if used else devices.CPU_EXECUTION_PROVIDER,
+        fallback=devices.onnxruntime_fallback_reason(device, available, used, _version("onnxruntime")))

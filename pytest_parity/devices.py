@@ -2,15 +2,17 @@
 
 - TensorFlow grabs nearly all GPU memory on first use; memory growth is set before it touches the GPU, so PyTorch can
   still allocate in the same process.
-- TensorFloat-32 (on by default in TensorFlow, and for cuDNN convolutions in PyTorch) has a relative error of ~3e-4 on
-  matmuls: far above float32 tolerances. It is switched off for the duration of a check on cuda and restored after.
+- TensorFloat-32 (on by default in TensorFlow, for cuDNN convolutions in PyTorch, and in onnxruntime's CUDA provider)
+  has a relative error of ~3e-4 on matmuls: far above float32 tolerances. It is switched off for the duration of a
+  check on cuda and restored after, and the onnxruntime referee's CUDA provider is created with it off.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 _tensorflow_configured = False
@@ -39,7 +41,13 @@ def cuda_skip_reason_torch() -> str | None:
     torch = import_torch()
     if torch.version.cuda is None:
         return f"cuda: PyTorch {torch.__version__} is built without CUDA; install a CUDA build of torch"
-    if not torch.cuda.is_available():
+    with warnings.catch_warnings():
+        # Without a driver, and once TensorFlow has loaded its CUDA stubs, the CUDA build of torch warns "CUDA
+        # initialization: ... Error 302" here; the answer (no GPU) is what matters, and a suite that turns warnings
+        # into errors would otherwise error instead of skipping.
+        warnings.filterwarnings("ignore", message="CUDA initialization", category=UserWarning)
+        available = torch.cuda.is_available()
+    if not available:
         return "cuda: no GPU visible to PyTorch (torch.cuda.is_available() is False)"
     return None
 
@@ -92,3 +100,35 @@ def exact_float32(frameworks: set[str], device: str) -> Iterator[None]:
     finally:
         for undo in reversed(restore):
             undo()
+
+
+CUDA_EXECUTION_PROVIDER = "CUDAExecutionProvider"
+CPU_EXECUTION_PROVIDER = "CPUExecutionProvider"
+# The CUDA execution provider computes float32 matmuls and convolutions in TF32 unless told not to, like TensorFlow:
+# a referee ~3e-4 off would blame whichever side it disagrees with.
+ONNXRUNTIME_CUDA_OPTIONS = {"use_tf32": "0"}
+
+
+def onnxruntime_providers(device: str, available: Sequence[str]) -> list[str | tuple[str, dict[str, str]]]:
+    """The execution providers an onnxruntime session for ``device`` asks for, in order of preference.
+
+    ``available`` is ``onnxruntime.get_available_providers()``. On cuda: the CUDA provider with TF32 off when the
+    installed onnxruntime has one (``onnxruntime-gpu``; the PyPI ``onnxruntime`` wheel is CPU-only), with the CPU
+    provider behind it for the nodes it has no kernel for. Otherwise the CPU provider alone.
+    """
+    if device == "cuda" and CUDA_EXECUTION_PROVIDER in available:
+        return [(CUDA_EXECUTION_PROVIDER, dict(ONNXRUNTIME_CUDA_OPTIONS)), CPU_EXECUTION_PROVIDER]
+    return [CPU_EXECUTION_PROVIDER]
+
+
+def onnxruntime_fallback_reason(device: str, available: Sequence[str], used: Sequence[str],
+                                version: str = "?") -> str | None:
+    """Why a session asked for on ``device`` does not run on it (``used``: ``session.get_providers()``), or None."""
+    if device != "cuda" or (used and used[0] == CUDA_EXECUTION_PROVIDER):
+        return None
+    if CUDA_EXECUTION_PROVIDER not in available:
+        return (f"onnxruntime {version} has no {CUDA_EXECUTION_PROVIDER} (the PyPI 'onnxruntime' wheel is CPU-only; "
+                f"install 'onnxruntime-gpu' instead of it), so the referee ran on {CPU_EXECUTION_PROVIDER}")
+    return (f"onnxruntime {version} offers {CUDA_EXECUTION_PROVIDER} but could not create it (are the CUDA and cuDNN "
+            f"libraries onnxruntime-gpu was built against installed?), so the referee ran on "
+            f"{', '.join(used) or CPU_EXECUTION_PROVIDER}")

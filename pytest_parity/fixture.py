@@ -35,6 +35,11 @@ class ParityFixture:
         both on ``inputs`` on ``device``, and compare outputs and gradients (vector-Jacobian products with a seeded
         random cotangent, with respect to every input and weight). Raises ParityError naming every tensor that
         differs. ``overrides`` take the marker's argument names (atol, rtol, grad, grad_atol, grad_rtol, speed, ...).
+    check_across_devices(model, *, inputs, **overrides) -> ParityResult
+        Run one model (Keras, tf.Module or torch.nn.Module) on the CPU, the reference, and on cuda in the same
+        framework, with the same inputs, weights and cotangent, and compare outputs and gradients: is the model
+        device-stable? Skipped when the framework sees no GPU; ``parity.device`` plays no part. ``overrides``: atol,
+        rtol, grad, grad_atol, grad_rtol, seed, randomize_constant_weights.
     randn(*shape) -> numpy.ndarray
         Seeded float32 standard-normal array: the same values for the same test and seed on every machine.
     device
@@ -88,6 +93,30 @@ class ParityFixture:
             if failure.result is not None:
                 self._session.records.append(report.record(self._request.node.nodeid, failure.result))
             # Re-raised from here so the traceback starts at the user's test, not inside the plugin.
+            raise failure.with_traceback(None) from None
+        if skip_reason is not None:
+            pytest.skip(skip_reason)
+        if usage_error is not None:
+            pytest.fail(usage_error, pytrace=False)
+        self._session.records.append(report.record(self._request.node.nodeid, result))
+        return result
+
+    def check_across_devices(self, model: Any, *, inputs: Any, **overrides: Any) -> ParityResult:
+        __tracebackhide__ = True
+        from pytest_parity import cross_device
+
+        # Errors become skips, failures and records exactly as in check().
+        skip_reason = usage_error = None
+        try:
+            effective = cross_device.settings_for(self.settings, overrides)
+            result = cross_device.check_across_devices(model, inputs, effective, self._seed_key)
+        except (FrameworkNotInstalled, DeviceUnavailable) as reason:
+            skip_reason = str(reason)
+        except ParityUsageError as error:
+            usage_error = str(error)
+        except ParityError as failure:
+            if failure.result is not None:
+                self._session.records.append(report.record(self._request.node.nodeid, failure.result))
             raise failure.with_traceback(None) from None
         if skip_reason is not None:
             pytest.skip(skip_reason)

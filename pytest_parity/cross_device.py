@@ -1,0 +1,151 @@
+"""The cross-device check: one model, one framework, on the CPU (the reference) and on cuda.
+
+``parity.check_across_devices(model, inputs=x)`` answers "is my model device-stable?": a custom kernel, an op whose GPU
+implementation differs (a different reduction order, TF32, a non-deterministic scatter), or code that handles devices
+by hand shows up as outputs or gradients that differ between the two runs. Same contract as ``parity.check``: constant
+weights are randomized for the check and restored after, outputs and vector-Jacobian products (seeded cotangent, with
+respect to every input and trainable weight) are compared, with the CPU run as the reference, and a failure raises
+``ParityError`` naming every tensor that differs. Nothing crosses frameworks, so no ONNX is involved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pytest_parity import compare, devices
+from pytest_parity.check import (
+    compare_gradients,
+    failure_message,
+    make_cotangent_source,
+    randomize_constant_weights,
+    refuse_non_finite,
+    run_source,
+    seeded_generator,
+)
+from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError
+from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
+from pytest_parity.result import ParityResult
+from pytest_parity.settings import ParitySettings, with_overrides
+
+REFERENCE_DEVICE = "cpu"
+TARGET_DEVICE = "cuda"
+# What a cross-device check can be told per call; the rest (target, layouts, speed, timed) concerns two models.
+CROSS_DEVICE_ARGUMENTS = ("atol", "rtol", "grad", "grad_atol", "grad_rtol", "seed", "randomize_constant_weights")
+
+
+def settings_for(base: ParitySettings, overrides: dict[str, Any]) -> ParitySettings:
+    """The marker's settings with ``check_across_devices(..., **overrides)`` applied; other names are refused."""
+    refused = sorted(set(overrides) - set(CROSS_DEVICE_ARGUMENTS))
+    if refused:
+        raise ParityUsageError(f"parity.check_across_devices() got argument(s) {', '.join(refused)} it does not take "
+                               f"(it checks one model against itself on another device); allowed: "
+                               f"{', '.join(CROSS_DEVICE_ARGUMENTS)}")
+    return with_overrides(base, overrides)
+
+
+def require_cuda(framework: str) -> None:
+    """DeviceUnavailable (a skip) with the framework's own reason when it cannot run on cuda here."""
+    if framework == "torch":
+        reason = devices.cuda_skip_reason_torch()
+    else:
+        from pytest_parity.frameworks.tensorflow import import_tensorflow
+
+        reason = devices.cuda_skip_reason_tensorflow(import_tensorflow())
+    if reason:
+        raise DeviceUnavailable(reason)
+
+
+def check_across_devices(model: Any, inputs: Any, settings: ParitySettings, seed_key: str, *,
+                         target_device: str | None = None) -> ParityResult:
+    """Run ``model`` on the CPU and on ``target_device`` (default ``TARGET_DEVICE``, cuda) with the same inputs and
+    cotangent, and compare. Tests point it at "cpu" to run the whole comparison on a machine without a GPU.
+    """
+    target_device = target_device or TARGET_DEVICE
+    framework = detect_framework(model)
+    model_inputs = flatten_inputs(inputs)
+    if target_device == "cuda":
+        require_cuda(framework)
+    adapter = load_adapter(framework, model)
+    restore_placement = _remember_placement(adapter)
+    originals: dict[str, np.ndarray] = {}
+    try:
+        if settings.randomize_constant_weights:
+            originals = randomize_constant_weights(adapter, seeded_generator(seed_key, settings.seed, "weights"))
+        return _compare_runs(adapter, model_inputs, settings, seed_key, target_device)
+    finally:
+        if originals:
+            adapter.assign_weights(originals)
+        restore_placement()
+
+
+def _remember_placement(adapter: ModelAdapter) -> Callable[[], None]:
+    """What puts a PyTorch module back where it was: the adapter moves it to each device it runs on, and switches
+    it (every submodule) to eval mode. TensorFlow variables stay where they were created (ops are placed with
+    tf.device), so there is nothing to put back."""
+    from pytest_parity.frameworks.torch import TorchModel
+
+    if not isinstance(adapter, TorchModel):
+        return lambda: None
+    module = adapter.module
+    tensor = next(module.parameters(), None)
+    if tensor is None:
+        tensor = next(module.buffers(), None)
+    device = None if tensor is None else tensor.device
+    training = [(submodule, submodule.training) for submodule in module.modules()]
+
+    def restore() -> None:
+        if device is not None:
+            module.to(device)
+        for submodule, mode in training:
+            submodule.training = mode
+
+    return restore
+
+
+def _compare_runs(adapter: ModelAdapter, inputs: ModelInputs, settings: ParitySettings, seed_key: str,
+                  target_device: str) -> ParityResult:
+    cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
+    started = time.perf_counter()
+    # TF32 off for the cuda run: it would make every float32 matmul differ from the CPU by ~3e-4 relative.
+    with devices.exact_float32({adapter.framework}, target_device):
+        reference_outputs, reference_input_grads, reference_weight_grads = run_source(
+            adapter, inputs, REFERENCE_DEVICE, make_cotangents if settings.grad else None)
+        refuse_non_finite(reference_outputs, "output", adapter.description)
+        target_outputs, target_input_grads, target_weight_grads = _run_target(
+            adapter, inputs, target_device, cotangents if settings.grad else None)
+    run_s = time.perf_counter() - started
+
+    outputs = compare.compare_trees(target_outputs, reference_outputs, atol=settings.atol, rtol=settings.rtol)
+    grads = None
+    if settings.grad:
+        reference_weight_grads = reference_weight_grads or {}
+        target_weight_grads = target_weight_grads or {}
+        # A weight the outputs do not depend on has no gradient on either device (TensorFlow returns None, PyTorch
+        # too with allow_unused): nothing to compare. One missing on one device only is reported as a failure.
+        names = [name for name in adapter.trainable_names()
+                 if reference_weight_grads.get(name) is not None or target_weight_grads.get(name) is not None]
+        grads = compare_gradients(inputs, reference_input_grads or [], target_input_grads or [],
+                                  reference_weight_grads, target_weight_grads, names, settings)
+    result = ParityResult(route=f"{adapter.framework}: {REFERENCE_DEVICE} -> {target_device}", device=target_device,
+                          outputs=outputs, grads=grads, run_s=run_s)
+    if not result.passed:
+        raise ParityError(failure_message(result, f"{adapter.description} on {REFERENCE_DEVICE}",
+                                          f"the same model on {target_device}"), result)
+    return result
+
+
+def _run_target(adapter: ModelAdapter, inputs: ModelInputs, device: str, cotangents: list[Any] | None) -> Any:
+    try:
+        return adapter.run(inputs, device, cotangents)
+    except Exception as error:
+        message = " ".join(str(error).strip().splitlines()[:3])[:600]
+        raise ParityUsageError(
+            f"{adapter.description} runs on {REFERENCE_DEVICE} but failed on {device} with the same inputs "
+            f"({inputs.describe()}): {type(error).__name__}: {message}\n"
+            f"Look for an op without a {device} kernel, or tensors the model creates on a fixed device (e.g. "
+            f"torch.zeros(...) without device=, or a tensor kept as a plain attribute instead of a registered buffer)."
+        ) from None
