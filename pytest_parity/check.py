@@ -217,7 +217,7 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
         weight_names={m.source_name: m.target_name for m in matching.matches},
         unmatched_weights=dict(matching.unmatched), speed=speed, conversion_s=conversion_s, run_s=run_s)
     if not result.passed:
-        result.diagnosis = _diagnose(conversion, inputs, source_outputs, target_outputs, settings)
+        result.diagnosis = _diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)
         raise ParityError(failure_message(result, source.description, target.description), result)
     return result
 
@@ -278,10 +278,10 @@ def _compare_transferred_weights(source_values: dict[str, np.ndarray], target_va
 
 
 def _diagnose(conversion: bridge.Conversion, inputs: ModelInputs, source_outputs: Any, target_outputs: Any,
-              settings: ParitySettings) -> str | None:
-    """Which step diverged, with onnxruntime running the ONNX graph as a neutral referee."""
+              settings: ParitySettings, device: str) -> str | None:
+    """Which step diverged, with onnxruntime running the ONNX graph as a neutral referee (on the check's device)."""
     try:
-        referee = bridge.run_onnxruntime(conversion.onnx_model, inputs)
+        referee = bridge.run_onnxruntime(conversion.onnx_model, inputs, device)
     except Exception as error:
         return f"onnxruntime could not run the exported graph ({type(error).__name__}), so no step is singled out"
     source_leaves = [leaf for _, leaf in compare.flatten_tree(source_outputs, "output")]
@@ -294,6 +294,9 @@ def _diagnose(conversion: bridge.Conversion, inputs: ModelInputs, source_outputs
     verdict = (f"source vs onnxruntime: max abs {export_ok.max_abs:.3g} ({'agree' if export_ok.passed else 'differ'});"
                f" onnxruntime vs target: max abs {import_ok.max_abs:.3g} "
                f"({'agree' if import_ok.passed else 'differ'})")
+    if device != "cpu":
+        # Where the referee ran matters on a GPU: the CPU provider does not share the GPU's rounding.
+        verdict = f"[{referee.describe()}] {verdict}"
     if export_ok.passed != import_ok.passed:
         failing = f"ONNX -> {import_step} import" if export_ok.passed else f"{export_step} -> ONNX export"
         return f"{verdict} -> the {failing} step diverged"
