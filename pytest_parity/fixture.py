@@ -7,6 +7,7 @@ summary and the report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -77,14 +78,32 @@ class ParityFixture:
         __tracebackhide__ = True
         from pytest_parity.check import run_check
 
-        # pytest.skip/fail are called outside the except blocks, so the report does not chain the internal exception.
-        skip_reason = usage_error = None
-        try:
+        def run() -> ParityResult:
             effective = settings.with_overrides(self.settings, overrides)
             if self._session.speed_mode == "off":
                 effective = replace(effective, speed=None)
-            result = run_check(source, target, inputs, effective, self.device, self._seed_key,
-                               speed_gate=self._session.speed_mode in ("gate", "force"))
+            return run_check(source, target, inputs, effective, self.device, self._seed_key,
+                             speed_gate=self._session.speed_mode in ("gate", "force"))
+
+        return self._run_and_record(run)
+
+    def check_across_devices(self, model: Any, *, inputs: Any, **overrides: Any) -> ParityResult:
+        __tracebackhide__ = True
+        from pytest_parity import cross_device
+
+        def run() -> ParityResult:
+            effective = cross_device.settings_for(self.settings, overrides)
+            return cross_device.check_across_devices(model, inputs, effective, self._seed_key)
+
+        return self._run_and_record(run)
+
+    def _run_and_record(self, run: Callable[[], ParityResult]) -> ParityResult:
+        """Usage errors -> failures with just their message, missing frameworks/devices -> skips, results recorded."""
+        __tracebackhide__ = True
+        # pytest.skip/fail are called outside the except blocks, so the report does not chain the internal exception.
+        skip_reason = usage_error = None
+        try:
+            result = run()
         except (FrameworkNotInstalled, DeviceUnavailable) as reason:
             skip_reason = str(reason)
         except ParityUsageError as error:
@@ -93,30 +112,6 @@ class ParityFixture:
             if failure.result is not None:
                 self._session.records.append(report.record(self._request.node.nodeid, failure.result))
             # Re-raised from here so the traceback starts at the user's test, not inside the plugin.
-            raise failure.with_traceback(None) from None
-        if skip_reason is not None:
-            pytest.skip(skip_reason)
-        if usage_error is not None:
-            pytest.fail(usage_error, pytrace=False)
-        self._session.records.append(report.record(self._request.node.nodeid, result))
-        return result
-
-    def check_across_devices(self, model: Any, *, inputs: Any, **overrides: Any) -> ParityResult:
-        __tracebackhide__ = True
-        from pytest_parity import cross_device
-
-        # Errors become skips, failures and records exactly as in check().
-        skip_reason = usage_error = None
-        try:
-            effective = cross_device.settings_for(self.settings, overrides)
-            result = cross_device.check_across_devices(model, inputs, effective, self._seed_key)
-        except (FrameworkNotInstalled, DeviceUnavailable) as reason:
-            skip_reason = str(reason)
-        except ParityUsageError as error:
-            usage_error = str(error)
-        except ParityError as failure:
-            if failure.result is not None:
-                self._session.records.append(report.record(self._request.node.nodeid, failure.result))
             raise failure.with_traceback(None) from None
         if skip_reason is not None:
             pytest.skip(skip_reason)
