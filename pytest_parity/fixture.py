@@ -7,6 +7,7 @@ summary and the report.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -66,6 +67,7 @@ class ParityFixture:
             pytest.fail(invalid, pytrace=False)
         self._seed_key: str = seed_key(request.node)
         self._input_generator: np.random.Generator = seeded_generator(self._seed_key, self.settings.seed, "inputs")
+        seed_frameworks(int(seeded_generator(self._seed_key, self.settings.seed, "frameworks").integers(2**31)))
 
     def randn(self, *shape: Any) -> np.ndarray:
         sizes: tuple[Any, ...] = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
@@ -119,6 +121,24 @@ class ParityFixture:
             pytest.fail(usage_error, pytrace=False)
         self._session.records.append(report.record(self._request.node.nodeid, result))
         return result
+
+
+def seed_frameworks(value: int) -> None:
+    """Seed the frameworks the test module imported, so a model built in the test starts from the same weights on
+    every run and machine: a parity gate must not pass or fail by the luck of initialisation. Frameworks not imported
+    yet are left alone (importing them here would make every parity test pay for both)."""
+    if "keras" in sys.modules:
+        import keras
+
+        keras.utils.set_random_seed(value)  # Python's random, numpy's global RNG and the backend (TensorFlow)
+    elif "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        tf.random.set_seed(value)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(value)
 
 
 def make_fixture(request: pytest.FixtureRequest, session: ParitySession) -> ParityFixture:

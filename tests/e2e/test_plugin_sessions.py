@@ -196,3 +196,33 @@ def test_port_mode_session_with_layouts_in_the_marker(pytester):
     result.stdout.fnmatch_lines(["*layouts=('NHWC', 'NCHX'): 'NHWC' and 'NCHX' do not name the same axes*",
                                  "*test_port[[]cpu[]]*port: tensorflow -> torch*PASS"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_models_built_in_a_parity_test_start_from_the_same_weights_in_every_session(pytester):
+    """The fixture seeds the imported frameworks per test: a gate must not pass or fail by the luck of init."""
+    pytester.makepyfile(
+        test_seeded="""
+        import pytest
+        import torch
+        import keras
+
+        @pytest.mark.parity(devices=("cpu",))
+        def test_first(parity):
+            dense = keras.layers.Dense(3)
+            dense.build((None, 2))
+            print("KERAS", float(dense.kernel.numpy()[0, 0]), "TORCH", float(torch.nn.Linear(2, 3).weight[0, 0]))
+
+        @pytest.mark.parity(devices=("cpu",))
+        def test_second(parity):
+            print("OTHER", float(torch.nn.Linear(2, 3).weight[0, 0]))
+        """
+    )
+
+    def printed() -> list[str]:
+        text = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider").stdout.str()
+        return re.findall(r"(?:KERAS|TORCH|OTHER) -?[0-9.e-]+", text)
+
+    first, second = printed(), printed()
+    assert len(first) == 3 and first == second
+    # Each test gets its own seed, derived from its id.
+    assert first[1].split()[1] != first[2].split()[1]

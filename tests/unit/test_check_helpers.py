@@ -207,3 +207,18 @@ def test_initializer_patterns_are_randomized_and_others_kept():
     assert len(np.unique(adapter.values["lstm_bias"])) == 16  # no two layers' biases stay equal
     assert np.array_equal(adapter.values["kernel"], np.arange(6.0)) and adapter.values["scalar"][0] == 0.5
     np.testing.assert_array_equal(originals["lstm_bias"], forget_bias)
+
+
+def test_sparse_input_gradient_difference_with_agreeing_outputs_gets_the_subgradient_hint():
+    from pytest_parity.check import subgradient_hint
+
+    agreeing = compare_trees([np.ones(4)], [np.ones(4)], atol=1e-5, rtol=1e-4)
+    near_tie = compare_arrays("input", np.r_[np.zeros(99), 1.0], np.zeros(100), atol=1e-4, rtol=1e-3)
+    defect = compare_arrays("input", np.ones(100), np.zeros(100), atol=1e-4, rtol=1e-3)
+    result = ParityResult(route=ROUTE, device="cpu", outputs=agreeing, grads={"input": near_tie})
+    assert "only 1 of 100 elements of 'input' differ" in subgradient_hint(result)
+    assert "hint: the outputs agree" in failure_message(result, "src", "tgt")
+    assert subgradient_hint(ParityResult(route=ROUTE, device="cpu", outputs=agreeing, grads={"input": defect})) is None
+    differing = compare_trees([np.zeros(4)], [np.ones(4)], atol=1e-5, rtol=1e-4)
+    assert subgradient_hint(ParityResult(route=ROUTE, device="cpu", outputs=differing, grads={"input": near_tie})) \
+        is None
