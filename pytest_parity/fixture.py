@@ -127,15 +127,16 @@ def seed_frameworks(value: int) -> None:
     """Seed the frameworks the test module imported, so a model built in the test starts from the same weights on
     every run and machine: a parity gate must not pass or fail by the luck of initialisation. Frameworks not imported
     yet are left alone (importing them here would make every parity test pay for both)."""
-    if "keras" in sys.modules:
+    # sys.modules.get(...) is None also for a module blocked with sys.modules[name] = None.
+    if sys.modules.get("keras") is not None:
         import keras
 
         keras.utils.set_random_seed(value)  # Python's random, numpy's global RNG and the backend (TensorFlow)
-    elif "tensorflow" in sys.modules:
+    elif sys.modules.get("tensorflow") is not None:
         import tensorflow as tf
 
         tf.random.set_seed(value)
-    if "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:
         import torch
 
         torch.manual_seed(value)
