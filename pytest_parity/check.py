@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import bridge, compare
-from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError
+from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
 from pytest_parity.result import Comparison, ParityResult, SpeedResult
 from pytest_parity.settings import ParitySettings
@@ -109,10 +109,9 @@ def source_run_failure(source: ModelAdapter, inputs: ModelInputs, error: BaseExc
     """The source failing on the user's inputs is a usage error: say what was given and what the model expects."""
     expected = source.expected_inputs()
     hint = f" The model expects {expected}." if expected else ""
-    message = str(error).strip().splitlines()
     return ParityUsageError(
         f"Running the source model ({source.description}) on the given inputs ({inputs.describe()}) failed with "
-        f"{type(error).__name__}: {' '.join(message[:3])[:600]}\n"
+        f"{error_summary(error)}\n"
         f"Check the inputs' number, rank, shape and dtype against the model.{hint}"
     )
 

@@ -26,7 +26,7 @@ from pytest_parity.check import (
     run_source,
     seeded_generator,
 )
-from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError
+from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
 from pytest_parity.result import ParityResult
 from pytest_parity.settings import ParitySettings, with_overrides
@@ -142,10 +142,9 @@ def _run_target(adapter: ModelAdapter, inputs: ModelInputs, device: str, cotange
     try:
         return adapter.run(inputs, device, cotangents)
     except Exception as error:
-        message = " ".join(str(error).strip().splitlines()[:3])[:600]
         raise ParityUsageError(
             f"{adapter.description} runs on {REFERENCE_DEVICE} but failed on {device} with the same inputs "
-            f"({inputs.describe()}): {type(error).__name__}: {message}\n"
+            f"({inputs.describe()}): {error_summary(error)}\n"
             f"Look for an op without a {device} kernel, or tensors the model creates on a fixed device (e.g. "
             f"torch.zeros(...) without device=, or a tensor kept as a plain attribute instead of a registered buffer)."
         ) from None

@@ -65,3 +65,9 @@ class DeviceUnavailable(Exception):
 
 class WeightTransferError(ParityUsageError):
     """Port mode: the source's weights cannot be carried into the target, because the two structures differ."""
+
+
+def error_summary(error: BaseException) -> str:
+    """A framework's error in one line for a usage message: its type and the first lines of its text, bounded."""
+    text = " ".join(str(error).strip().splitlines()[:3])[:600]
+    return f"{type(error).__name__}: {text}"

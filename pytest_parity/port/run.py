@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import compare
-from pytest_parity.errors import ParityError, ParityUsageError
+from pytest_parity.errors import ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, load_adapter
 from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
 from pytest_parity.port import divergence
@@ -159,10 +159,9 @@ def _record_target(target: ModelAdapter, inputs: ModelInputs, device: str) -> Mo
     except ParityUsageError:
         raise
     except Exception as error:
-        message = " ".join(str(error).strip().splitlines()[:3])[:600]
         raise ParityUsageError(
             f"Running the target model ({target.description}) on the inputs converted to its layout "
-            f"({inputs.describe()}) failed with {type(error).__name__}: {message}\n"
+            f"({inputs.describe()}) failed with {error_summary(error)}\n"
             f"Check layouts=(source_layout, target_layout): inputs are given in the source's layout and permuted for "
             f"the target.") from None
 
