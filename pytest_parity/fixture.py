@@ -112,15 +112,25 @@ class ParityFixture:
             usage_error = str(error)
         except ParityError as failure:
             if failure.result is not None:
-                self._session.records.append(report.record(self._request.node.nodeid, failure.result))
+                self._record(failure.result)
             # Re-raised from here so the traceback starts at the user's test, not inside the plugin.
             raise failure.with_traceback(None) from None
         if skip_reason is not None:
             pytest.skip(skip_reason)
         if usage_error is not None:
             pytest.fail(usage_error, pytrace=False)
-        self._session.records.append(report.record(self._request.node.nodeid, result))
+        self._record(result)
         return result
+
+    def _record(self, result: ParityResult) -> None:
+        """Into the session's records (summary, JSON report) and, as key figures, into the test's user_properties,
+        which pytest writes as <property> elements in JUnit XML."""
+        entry = report.record(self._request.node.nodeid, result)
+        self._session.records.append(entry)
+        checks_in_test = sum(1 for name, _ in self._request.node.user_properties if name.endswith("parity_route"))
+        prefix = "parity_" if checks_in_test == 0 else f"parity{checks_in_test + 1}_"
+        self._request.node.user_properties.extend(
+            (prefix + name, value) for name, value in report.key_figures(entry).items())
 
 
 def seed_frameworks(value: int) -> None:

@@ -83,7 +83,7 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
         raise pytest.UsageError(f"ini option parity_speed must be one of {', '.join(SPEED_MODES)}, got "
                                 f"{speed_option!r}")
     # Workers carry workerinput; the controller knows from -n (0 or absent: no parallel workers).
-    xdist = hasattr(config, "workerinput") or bool(getattr(config.option, "numprocesses", None))
+    xdist = _is_xdist_worker(config) or bool(getattr(config.option, "numprocesses", None))
     speed_mode, speed_note = speed_mode_under(speed_option, xdist)
     return ParitySession(seed=seed_option, devices=devices_option, report_path=report_path, speed_mode=speed_mode,
                          speed_note=speed_note)
@@ -137,6 +137,24 @@ def parity(request: pytest.FixtureRequest) -> ParityFixture:
     return make_fixture(request, request.config.stash[SESSION_KEY])
 
 
+WORKER_RECORDS_KEY = "parity_records"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist controller: a worker finished; take its records (plain dicts, sent in workeroutput)."""
+    session = node.config.stash.get(SESSION_KEY, None)
+    batch = getattr(node, "workeroutput", {}).get(WORKER_RECORDS_KEY)
+    if session is not None and batch:
+        from pytest_parity.report import merge_worker_records
+
+        merge_worker_records(session.records, batch)
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.records:
@@ -152,7 +170,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     parity_session = session.config.stash.get(SESSION_KEY, None)
-    if parity_session is None or not parity_session.report_path:
+    if parity_session is None:
+        return
+    if _is_xdist_worker(session.config):
+        # Workers hand their records to the controller, which prints the one summary and writes the one report.
+        session.config.workeroutput[WORKER_RECORDS_KEY] = parity_session.records  # type: ignore[attr-defined]
+        return
+    if not parity_session.report_path:
         return
     from pytest_parity.report import write_json
 

@@ -22,6 +22,30 @@ def record(nodeid: str, result: ParityResult) -> dict[str, Any]:
     return {"nodeid": nodeid, **result.to_dict()}
 
 
+def key_figures(entry: dict[str, Any]) -> dict[str, Any]:
+    """The figures a CI system shows per test (JUnit XML properties): flat names, plain values."""
+    grads = entry["grads"] or {}
+    worst_grad = max((c["max_abs"] for c in grads.values()), key=_sortable, default=None)
+    speed = entry["speed"]
+    return {
+        "route": entry["route"],
+        "device": entry["device"],
+        "passed": entry["passed"],
+        "outputs_max_abs": entry["outputs"]["max_abs"],
+        "outputs_max_rel": entry["outputs"]["max_rel"],
+        "outputs_mismatched": entry["outputs"]["mismatched"],
+        "grads_max_abs": worst_grad,
+        "grads_failed": sum(1 for c in grads.values() if not c["passed"]),
+        "speed_ratio": None if speed is None else speed["ratio"],
+    }
+
+
+def merge_worker_records(records: list[dict[str, Any]], batch: list[dict[str, Any]]) -> None:
+    """pytest-xdist: add one worker's records to the controller's, kept in test id order (workers finish in any order;
+    the sort is stable, so several checks in one test keep theirs)."""
+    records[:] = sorted([*records, *batch], key=lambda entry: entry["nodeid"])
+
+
 def environment() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in ENVIRONMENT_PACKAGES:
