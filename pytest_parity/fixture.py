@@ -87,7 +87,7 @@ class ParityFixture:
             return run_check(source, target, inputs, effective, self.device, self._seed_key,
                              speed_gate=self._session.speed_mode in ("gate", "force"))
 
-        return self._run_and_record(run)
+        return self._against_baseline(self._run_and_record(run))
 
     def check_across_devices(self, model: Any, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True
@@ -121,6 +121,24 @@ class ParityFixture:
             pytest.fail(usage_error, pytrace=False)
         self._record(result)
         return result
+
+    def _against_baseline(self, result: ParityResult) -> ParityResult:
+        """With --parity-baseline: a check that passed its tolerances but drifted from the baseline fails."""
+        __tracebackhide__ = True
+        baseline = self._session.baseline
+        old = None if baseline is None else baseline.entries.get((self._request.node.nodeid, result.device))
+        if old is None:
+            return result
+        from pytest_parity import baseline as baselines
+
+        result.drift = baselines.drift(report.record(self._request.node.nodeid, result), old,
+                                       self._session.baseline_factor, self._session.baseline_speed_tolerance)
+        if not result.drift:
+            return result
+        self._session.records[-1].update(passed=False, drift=list(result.drift))
+        self._request.node.user_properties.append(("parity_drift", "; ".join(result.drift)))
+        raise ParityError(f"parity check drifted from the baseline {baseline.path} ({result.route} on {result.device}):"
+                          f"\n" + "\n".join(f"  {problem}" for problem in result.drift), result).with_traceback(None)
 
     def _record(self, result: ParityResult) -> None:
         """Into the session's records (summary, JSON report) and, as key figures, into the test's user_properties,

@@ -40,6 +40,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="what speed= does: off (not measured), report (measured, never fails), gate (asserted; "
                          "report under pytest-xdist), force (asserted even under xdist). Default: gate "
                          "(ini: parity_speed)")
+    group.addoption("--parity-baseline", metavar="PATH", default=None,
+                    help="compare each check with a stored parity report; a check whose worst output or gradient "
+                         "difference grew more than --parity-baseline-factor, or whose speed ratio worsened more than "
+                         "--parity-baseline-speed-tolerance, fails. Default: none")
+    group.addoption("--parity-baseline-update", action="store_true", default=False,
+                    help="write this session's figures to --parity-baseline (entries of tests not run are kept) "
+                         "instead of comparing. Default: compare")
+    group.addoption("--parity-baseline-factor", metavar="X", type=float, default=10.0,
+                    help="allowed growth of the worst output/gradient difference over the baseline. Default: 10")
+    group.addoption("--parity-baseline-speed-tolerance", metavar="F", type=float, default=0.25,
+                    help="allowed worsening of the speed ratio over the baseline, as a fraction. Default: 0.25")
     parser.addini("parity_devices", "devices parity tests run on (comma-separated). Default: cpu,cuda",
                   default=",".join(KNOWN_DEVICES))
     parser.addini("parity_seed", "seed for parity checks. Default: 0", default="0")
@@ -85,8 +96,32 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
     # Workers carry workerinput; the controller knows from -n (0 or absent: no parallel workers).
     xdist = _is_xdist_worker(config) or bool(getattr(config.option, "numprocesses", None))
     speed_mode, speed_note = speed_mode_under(speed_option, xdist)
-    return ParitySession(seed=seed_option, devices=devices_option, report_path=report_path, speed_mode=speed_mode,
-                         speed_note=speed_note)
+    session = ParitySession(seed=seed_option, devices=devices_option, report_path=report_path, speed_mode=speed_mode,
+                            speed_note=speed_note)
+    _configure_baseline(config, session)
+    return session
+
+
+def _configure_baseline(config: pytest.Config, session: ParitySession) -> None:
+    path = config.getoption("parity_baseline")
+    factor, tolerance = config.getoption("parity_baseline_factor"), config.getoption("parity_baseline_speed_tolerance")
+    if config.getoption("parity_baseline_update"):
+        if not path:
+            raise pytest.UsageError("--parity-baseline-update needs --parity-baseline=PATH: the file to write")
+        session.baseline_update = path
+        return
+    if not path:
+        return
+    if not factor > 1 or not tolerance >= 0:
+        raise pytest.UsageError(f"--parity-baseline-factor must be > 1 (got {factor}) and "
+                                f"--parity-baseline-speed-tolerance >= 0 (got {tolerance})")
+    from pytest_parity import baseline
+
+    try:
+        session.baseline = baseline.load(path)
+    except baseline.BaselineError as error:
+        raise pytest.UsageError(str(error)) from None
+    session.baseline_factor, session.baseline_speed_tolerance = factor, tolerance
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -176,6 +211,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         # Workers hand their records to the controller, which prints the one summary and writes the one report.
         session.config.workeroutput[WORKER_RECORDS_KEY] = parity_session.records  # type: ignore[attr-defined]
         return
+    if parity_session.baseline_update:
+        from pytest_parity import baseline
+
+        try:
+            baseline.update(parity_session.baseline_update, parity_session.records)
+        except OSError as error:
+            _report_write_failure(session, exitstatus, f"cannot write the parity baseline to "
+                                                       f"{parity_session.baseline_update}: {error}")
     if not parity_session.report_path:
         return
     from pytest_parity.report import write_json
@@ -183,10 +226,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     try:
         write_json(parity_session.report_path, parity_session.records)
     except OSError as error:
-        # A report that cannot be written must not turn a green session into a crash; say why and where.
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = f"pytest-parity: cannot write the parity report to {parity_session.report_path}: {error}"
-        if reporter is not None:
-            reporter.write_line(message, red=True)
-        session.exitstatus = pytest.ExitCode.USAGE_ERROR if exitstatus == 0 else exitstatus
+        _report_write_failure(session, exitstatus, f"cannot write the parity report to "
+                                                   f"{parity_session.report_path}: {error}")
         parity_session.report_path = None
+
+
+def _report_write_failure(session: pytest.Session, exitstatus: int, what: str) -> None:
+    """A file that cannot be written must not turn a green session into a crash; say why and where."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"pytest-parity: {what}", red=True)
+    session.exitstatus = pytest.ExitCode.USAGE_ERROR if exitstatus == 0 else exitstatus

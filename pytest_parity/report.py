@@ -60,7 +60,7 @@ def write_json(path: str, records: list[dict[str, Any]]) -> None:
     document = {
         "version": REPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(),
+        "environment": {**environment(), "devices": sorted({entry["device"] for entry in records})},
         "results": records,
     }
     target = Path(path)

@@ -141,6 +141,8 @@ class ParityResult:
     diagnosis: str | None = None
     # What the check did that a user should know about, e.g. a Dense kernel permuted for a different flatten order.
     notes: list[str] = field(default_factory=list)
+    # Against --parity-baseline: what got worse than the baseline allows (empty: no drift, or no baseline).
+    drift: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -149,6 +151,7 @@ class ParityResult:
             and all(c.passed for c in (self.grads or {}).values())
             and all(c.passed for c in self.weights.values())
             and (self.speed is None or self.speed.passed)
+            and not self.drift
         )
 
     @property
@@ -172,6 +175,7 @@ class ParityResult:
             "run_s": self.run_s,
             "diagnosis": self.diagnosis,
             "notes": list(self.notes),
+            "drift": list(self.drift),
         }
 
 

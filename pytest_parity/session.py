@@ -34,10 +34,16 @@ class ParitySession:
     """Options from the command line and ini, and the records of the checks that ran (plain dicts)."""
 
     def __init__(self, seed: int, devices: tuple[str, ...], report_path: str | None, speed_mode: str = "gate",
-                 speed_note: str | None = None) -> None:
+                 speed_note: str | None = None, baseline: Any = None, baseline_update: str | None = None,
+                 baseline_factor: float = 10.0, baseline_speed_tolerance: float = 0.25) -> None:
         self.seed = seed
         self.devices = devices
         self.report_path = report_path
         self.speed_mode = speed_mode
         self.speed_note = speed_note
+        # A loaded pytest_parity.baseline.Baseline to compare against, and/or a path to write the baseline to.
+        self.baseline = baseline
+        self.baseline_update = baseline_update
+        self.baseline_factor = baseline_factor
+        self.baseline_speed_tolerance = baseline_speed_tolerance
         self.records: list[dict[str, Any]] = []

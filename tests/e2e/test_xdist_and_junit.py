@@ -65,3 +65,45 @@ def test_junit_xml_carries_each_checks_key_figures(pytester):
     assert {"parity_device", "parity_grads_max_abs", "parity_grads_failed", "parity_speed_ratio"} <= set(properties)
     strict = {p.get("name"): p.get("value") for p in cases["test_strict[cpu]"].iter("property")}
     assert strict and strict["parity_passed"] in ("True", "False")
+
+
+TIMED_SUITE = """
+import pytest
+import torch
+
+@pytest.mark.parity(devices=("cpu",), speed=1e3)
+@pytest.mark.parametrize("width", [4, 8])
+def test_timed(parity, width):
+    torch.manual_seed(width)
+    model = torch.nn.Sequential(torch.nn.Linear(6, width), torch.nn.Tanh(), torch.nn.Linear(width, 3))
+    parity.check(model, inputs=parity.randn(5, 6))
+"""
+
+
+def test_baseline_round_trip_drift_and_bad_baselines(pytester):
+    pytester.makepyfile(test_suite=TIMED_SUITE)
+    path = pytester.path / "baseline.json"
+    common = ("-p", "no:cacheprovider")
+    pytester.runpytest_subprocess(f"--parity-baseline={path}", "--parity-baseline-update", *common).assert_outcomes(
+        passed=2)
+    stored = json.loads(path.read_text())
+    assert len(stored["results"]) == 2 and stored["environment"]["devices"] == ["cpu"]
+    # The same code against its own baseline: no drift.
+    pytester.runpytest_subprocess(f"--parity-baseline={path}", *common).assert_outcomes(passed=2)
+    # A baseline from a faster past: the check still passes speed=1e3 but fails on drift, naming both figures. (Output
+    # and gradient growth are unit-tested: torch -> onnx -> torch is exact here, so they cannot grow.)
+    for entry in stored["results"]:
+        entry["speed"]["ratio"] = 0.01
+    path.write_text(json.dumps(stored))
+    result = pytester.runpytest_subprocess(f"--parity-baseline={path}", *common)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([f"*parity check drifted from the baseline {path}*",
+                                 "*speed ratio worsened from 0.01x to *x (more than 25% over the baseline)*"])
+    # Unusable baselines stop the session with the reason, before any test runs.
+    path.write_text("{not json")
+    result = pytester.runpytest_subprocess(f"--parity-baseline={path}", *common)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*parity baseline * cannot be read (JSONDecodeError*--parity-baseline-update*"])
+    path.write_text(json.dumps({"version": 2, "results": []}))
+    result = pytester.runpytest_subprocess(f"--parity-baseline={path}", *common)
+    result.stderr.fnmatch_lines(["*has report version 2; this pytest-parity reads version 1*"])

@@ -1,0 +1,96 @@
+"""Baselines: compare each check's figures with a stored parity report, so numerical drift fails CI.
+
+A baseline is a parity JSON report (``--parity-report`` writes one; ``--parity-baseline-update`` writes or updates
+one). Entries are keyed by test id and device. A check that still passes its tolerances fails against the baseline when
+its worst output or gradient error grew by more than ``factor`` (differences below ``FLOOR`` count as ``FLOOR``, so an
+exact 0 does not make every rounding difference infinite growth), or when its speed ratio worsened by more than
+``speed_tolerance``. The baseline's environment block says which framework versions it was taken with, so a tox matrix
+keeps one baseline per cell.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_parity import report
+
+FLOOR = 1e-7
+DEFAULT_FACTOR = 10.0
+DEFAULT_SPEED_TOLERANCE = 0.25
+
+
+class BaselineError(Exception):
+    """The baseline file cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class Baseline:
+    path: str
+    entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def load(path: str) -> Baseline:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BaselineError(f"parity baseline {path} does not exist; create it with --parity-baseline-update") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BaselineError(f"parity baseline {path} cannot be read ({type(error).__name__}: {error}); regenerate it "
+                            f"with --parity-baseline-update") from None
+    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+        raise BaselineError(f"parity baseline {path} is not a parity report (no 'results' list); regenerate it with "
+                            f"--parity-baseline-update")
+    if document.get("version") != report.REPORT_VERSION:
+        raise BaselineError(f"parity baseline {path} has report version {document.get('version')!r}; this "
+                            f"pytest-parity reads version {report.REPORT_VERSION}: regenerate it with "
+                            f"--parity-baseline-update")
+    entries = {}
+    for entry in document["results"]:
+        if not isinstance(entry, dict) or "nodeid" not in entry or "device" not in entry:
+            raise BaselineError(f"parity baseline {path} has a result without nodeid/device: {str(entry)[:200]}")
+        entries[(entry["nodeid"], entry["device"])] = entry
+    return Baseline(path, entries, document.get("environment") or {})
+
+
+def _worst_grad(entry: dict[str, Any]) -> float | None:
+    grads = entry.get("grads") or {}
+    values = [_number(c["max_abs"]) for c in grads.values()]
+    return max(values) if values else None
+
+
+def _number(value: Any) -> float:
+    return float("inf") if isinstance(value, str) else float(value)
+
+
+def drift(new: dict[str, Any], old: dict[str, Any], factor: float = DEFAULT_FACTOR,
+          speed_tolerance: float = DEFAULT_SPEED_TOLERANCE) -> list[str]:
+    """What got worse than the baseline allows, one sentence each naming the old and new figure."""
+    problems = []
+    for label, now, before in (("worst output difference", _number(new["outputs"]["max_abs"]),
+                                _number(old["outputs"]["max_abs"])),
+                               ("worst gradient difference", _worst_grad(new), _worst_grad(old))):
+        if now is None or before is None:
+            continue
+        if now > factor * max(before, FLOOR):
+            problems.append(f"{label} grew from {before:.3g} to {now:.3g} (more than {factor:g}x the baseline)")
+    if new.get("speed") and old.get("speed"):
+        now, before = new["speed"]["ratio"], old["speed"]["ratio"]
+        if now > before * (1 + speed_tolerance):
+            problems.append(f"speed ratio worsened from {before:.2f}x to {now:.2f}x (more than "
+                            f"{speed_tolerance:.0%} over the baseline)")
+    return problems
+
+
+def update(path: str, records: list[dict[str, Any]]) -> None:
+    """Write the session's records as the baseline, keeping entries of tests that did not run this time."""
+    kept: list[dict[str, Any]] = []
+    try:
+        kept = [entry for key, entry in load(path).entries.items()
+                if key not in {(r["nodeid"], r["device"]) for r in records}]
+    except BaselineError:
+        pass  # no usable baseline yet: this creates it
+    report.write_json(path, kept + list(records))
