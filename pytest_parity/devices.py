@@ -76,30 +76,46 @@ def exact_float32(frameworks: set[str], device: str) -> Iterator[None]:
     if "torch" in frameworks:
         import torch
 
-        settings: list[tuple[Any, str]]
-        exact: Any
-        backends: Any = torch.backends
-        if hasattr(backends.cuda.matmul, "fp32_precision"):
-            # torch >= 2.9: the allow_tf32 flags are deprecated in favour of per-backend fp32_precision.
-            settings = [(backends.cuda.matmul, "fp32_precision"), (backends.cudnn.conv, "fp32_precision")]
-            exact = "ieee"
-        else:
-            settings = [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")]
-            exact = False
-        previous_torch = [getattr(owner, attribute) for owner, attribute in settings]
-        for owner, attribute in settings:
-            setattr(owner, attribute, exact)
-
-        def restore_torch() -> None:
-            for (owner, attribute), value in zip(settings, previous_torch):
-                setattr(owner, attribute, value)
-
-        restore.append(restore_torch)
+        restore.append(_torch_exact_float32(torch.backends))
     try:
         yield
     finally:
         for undo in reversed(restore):
             undo()
+
+
+def _torch_exact_float32(backends: Any) -> Any:
+    """Switch TF32 off in PyTorch's matmuls and cuDNN; returns the function that puts the previous settings back.
+
+    torch >= 2.9 has per-backend ``fp32_precision`` and keeps the legacy ``allow_tf32`` flags, and torch checks that
+    they agree: a read of ``cudnn.allow_tf32`` (torch.export does one) raises "cuDNN conv and cuDNN RNN have different
+    TF32 flags ... a mix of the legacy and new APIs" unless cuDNN conv, cuDNN RNN and the legacy flag all say the same
+    (seen on an H100 with torch 2.11 when only conv was set). So the legacy flag is set first (it resets conv and RNN),
+    then the precise ones; restoring goes in the same order, so the user's precise settings win.
+    """
+    exact_settings: list[tuple[Any, str, Any]]
+    if hasattr(backends.cuda.matmul, "fp32_precision"):
+        exact_settings = [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "fp32_precision", "ieee"),
+                          (backends.cudnn.conv, "fp32_precision", "ieee"),
+                          (backends.cudnn.rnn, "fp32_precision", "ieee")]
+    else:
+        exact_settings = [(backends.cuda.matmul, "allow_tf32", False), (backends.cudnn, "allow_tf32", False)]
+    previous: list[tuple[Any, str, Any]] = []
+    for owner, attribute, _ in exact_settings:
+        try:
+            previous.append((owner, attribute, getattr(owner, attribute)))
+        except RuntimeError:
+            # The user's own flags disagree (legacy vs fp32_precision); the precise settings restored after it
+            # bring their state back.
+            pass
+    for owner, attribute, value in exact_settings:
+        setattr(owner, attribute, value)
+
+    def restore() -> None:
+        for owner, attribute, value in previous:
+            setattr(owner, attribute, value)
+
+    return restore
 
 
 CUDA_EXECUTION_PROVIDER = "CUDAExecutionProvider"

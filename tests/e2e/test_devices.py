@@ -54,17 +54,21 @@ def test_tf32_is_switched_off_in_pytorch_for_the_check_and_restored_after():
     matmul = torch.backends.cuda.matmul
     if not hasattr(matmul, "fp32_precision"):
         pytest.skip("torch < 2.9 has only the allow_tf32 flags")
-    before = (matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    cudnn = torch.backends.cudnn
+    before = (matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision)
     matmul.fp32_precision = "tf32"
     try:
         with devices.exact_float32({"torch"}, "cuda"):
             assert matmul.fp32_precision == "ieee"
-            assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+            assert cudnn.conv.fp32_precision == cudnn.rnn.fp32_precision == "ieee"
+            # torch.export reads the legacy flag; it raises when conv and RNN disagree (found on a GPU run).
+            assert cudnn.allow_tf32 is False
         assert matmul.fp32_precision == "tf32"
+        assert cudnn.conv.fp32_precision == "tf32" and cudnn.allow_tf32 is True
         with devices.exact_float32({"torch"}, "cpu"):  # nothing to do on cpu
             assert matmul.fp32_precision == "tf32"
     finally:
-        matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
+        matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = before
 
 
 def test_tf32_is_switched_off_in_tensorflow_for_the_check_and_restored_after():

@@ -27,7 +27,8 @@ GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 def make_model(nodes, inputs, outputs, initializers=()):
     graph = helper.make_graph(nodes, "test", inputs, outputs, initializer=list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    # IR 8 is what opset 17 needs; onnx's default (IR 14 in onnx 1.23) is newer than onnxruntime 1.30 reads.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
     onnx.checker.check_model(model)
     return model
 

@@ -68,7 +68,7 @@ def _matmul_model(size: int):
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
          helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size])],
         [helper.make_tensor_value_info("product", TensorProto.FLOAT, [size, size])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     model.ir_version = 8  # what every onnxruntime still supported reads
     onnx.checker.check_model(model)
     return model
