@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from pytest_parity import conversion_cache
+from pytest_parity.conversion_cache import ConversionCache
 from pytest_parity.errors import ConversionError, FrameworkNotInstalled, ParityUsageError
 from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs
 
@@ -31,6 +33,8 @@ class Conversion:
     target: ModelAdapter
     onnx_model: Any
     route: str
+    # What the conversion cache did: "hit", "miss", "rebuilt", "uncacheable"; None when the cache is off.
+    cache_outcome: str | None = None
 
 
 def _version(distribution: str) -> str:
@@ -45,14 +49,12 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:500]
 
 
-def convert(source: ModelAdapter, inputs: ModelInputs, target_framework: str) -> Conversion:
+def convert(source: ModelAdapter, inputs: ModelInputs, target_framework: str,
+            cache: ConversionCache | None = None) -> Conversion:
     if target_framework == "torch":
-        if source.framework == "tensorflow":
-            model_proto = export_tensorflow(source, inputs)
-        else:
-            model_proto = export_torch(source, inputs)
+        model_proto, cache_outcome = _export_through_cache(source, inputs, cache)
         return Conversion(target=import_into_torch(model_proto), onnx_model=model_proto,
-                          route=f"{source.framework} -> onnx -> torch")
+                          route=f"{source.framework} -> onnx -> torch", cache_outcome=cache_outcome)
     if target_framework == "tensorflow":
         raise ParityUsageError(_no_tensorflow_import(source.framework))
     raise ParityUsageError(
@@ -60,6 +62,33 @@ def convert(source: ModelAdapter, inputs: ModelInputs, target_framework: str) ->
         f"supported by this version of pytest-parity; it converts TensorFlow/Keras and PyTorch models to PyTorch "
         f"(tensorflow -> onnx -> torch, torch -> onnx -> torch)"
     )
+
+
+def _export_through_cache(source: Any, inputs: ModelInputs, cache: ConversionCache | None) -> tuple[Any, str | None]:
+    """The exported ONNX graph, from the cache when it holds this model's export (see conversion_cache)."""
+    export = export_tensorflow if source.framework == "tensorflow" else export_torch
+    if cache is None:
+        return export(source, inputs), None
+    model = source.model if source.framework == "tensorflow" else source.module
+    key = conversion_cache.conversion_key(source.framework, model, source.weights(), inputs, OPSET)
+    if key is None:
+        return export(source, inputs), conversion_cache.UNCACHEABLE
+    payload, outcome = cache.load(key)
+    if payload is not None:
+        import onnx
+
+        # Protobuf parsing, not unpickling; the entry's sha256 was checked, and it was validated when stored.
+        try:
+            model_proto = onnx.load_model_from_string(payload)
+            if len(model_proto.graph.node) > 0:
+                return model_proto, outcome
+        except Exception:
+            pass
+        cache.discard(key)
+        outcome = conversion_cache.REBUILT
+    model_proto = export(source, inputs)
+    cache.store(key, model_proto.SerializeToString())
+    return model_proto, outcome
 
 
 def _no_tensorflow_import(source_framework: str) -> str:

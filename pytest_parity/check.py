@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import bridge, compare
+from pytest_parity.conversion_cache import ConversionCache
 from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
 from pytest_parity.result import Comparison, ParityResult, SpeedResult
@@ -35,8 +36,9 @@ def seeded_generator(seed_key: str, seed: int, purpose: str) -> np.random.Genera
 
 
 def run_check(source_model: Any, target_model: Any, inputs: Any, settings: ParitySettings, device: str,
-              seed_key: str, *, speed_gate: bool = True) -> ParityResult:
-    """One parity check; ``speed_gate=False`` measures speed= without failing on it (--parity-speed=report)."""
+              seed_key: str, *, speed_gate: bool = True, cache: ConversionCache | None = None) -> ParityResult:
+    """One parity check; ``speed_gate=False`` measures speed= without failing on it (--parity-speed=report);
+    ``cache``: where convert mode finds and keeps exported ONNX graphs (None: export every time)."""
     source_framework = detect_framework(source_model)
     model_inputs = flatten_inputs(inputs)
     if target_model is not None:
@@ -58,7 +60,7 @@ def run_check(source_model: Any, target_model: Any, inputs: Any, settings: Parit
     if settings.randomize_constant_weights:
         originals = randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
     try:
-        return _compare_models(source, model_inputs, target_framework, settings, device, seed_key, speed_gate)
+        return _compare_models(source, model_inputs, target_framework, settings, device, seed_key, speed_gate, cache)
     finally:
         if originals:
             source.assign_weights(originals)
@@ -167,7 +169,7 @@ def refuse_non_finite(tree: Any, what: str, description: str) -> None:
 
 
 def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: str, settings: ParitySettings,
-                    device: str, seed_key: str, speed_gate: bool) -> ParityResult:
+                    device: str, seed_key: str, speed_gate: bool, cache: ConversionCache | None) -> ParityResult:
     from pytest_parity import devices
 
     source_cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
@@ -179,7 +181,7 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
         source_run_s = time.perf_counter() - started
 
         started = time.perf_counter()
-        conversion = bridge.convert(source, inputs, target_framework)
+        conversion = bridge.convert(source, inputs, target_framework, cache)
         target = conversion.target
         source_weights, target_weights = source.weights(), target.weights()
         matching = match_weights(source_weights, target_weights)
@@ -214,7 +216,8 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
     result = ParityResult(
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
         weight_names={m.source_name: m.target_name for m in matching.matches},
-        unmatched_weights=dict(matching.unmatched), speed=speed, conversion_s=conversion_s, run_s=run_s)
+        unmatched_weights=dict(matching.unmatched), speed=speed, conversion_s=conversion_s, run_s=run_s,
+        conversion_cache=conversion.cache_outcome)
     if not result.passed:
         result.diagnosis = _diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)
         raise ParityError(failure_message(result, source.description, target.description), result)

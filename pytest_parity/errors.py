@@ -71,3 +71,7 @@ def error_summary(error: BaseException) -> str:
     """A framework's error in one line for a usage message: its type and the first lines of its text, bounded."""
     text = " ".join(str(error).strip().splitlines()[:3])[:600]
     return f"{type(error).__name__}: {text}"
+
+
+class ParityCacheWarning(UserWarning):
+    """The conversion cache could not be used (read-only cache dir); the session goes on without it."""

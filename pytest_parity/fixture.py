@@ -7,7 +7,6 @@ summary and the report.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from pytest_parity import report, settings
 from pytest_parity.errors import DeviceUnavailable, FrameworkNotInstalled, ParityError, ParityUsageError
 from pytest_parity.result import ParityResult
+from pytest_parity.seeding import seed_frameworks
 from pytest_parity.session import ParitySession
 
 
@@ -85,7 +85,8 @@ class ParityFixture:
             if self._session.speed_mode == "off":
                 effective = replace(effective, speed=None)
             return run_check(source, target, inputs, effective, self.device, self._seed_key,
-                             speed_gate=self._session.speed_mode in ("gate", "force"))
+                             speed_gate=self._session.speed_mode in ("gate", "force"),
+                             cache=self._session.conversion_cache)
 
         return self._against_baseline(self._run_and_record(run))
 
@@ -149,25 +150,6 @@ class ParityFixture:
         prefix = "parity_" if checks_in_test == 0 else f"parity{checks_in_test + 1}_"
         self._request.node.user_properties.extend(
             (prefix + name, value) for name, value in report.key_figures(entry).items())
-
-
-def seed_frameworks(value: int) -> None:
-    """Seed the frameworks the test module imported, so a model built in the test starts from the same weights on
-    every run and machine: a parity gate must not pass or fail by the luck of initialisation. Frameworks not imported
-    yet are left alone (importing them here would make every parity test pay for both)."""
-    # sys.modules.get(...) is None also for a module blocked with sys.modules[name] = None.
-    if sys.modules.get("keras") is not None:
-        import keras
-
-        keras.utils.set_random_seed(value)  # Python's random, numpy's global RNG and the backend (TensorFlow)
-    elif sys.modules.get("tensorflow") is not None:
-        import tensorflow as tf
-
-        tf.random.set_seed(value)
-    if sys.modules.get("torch") is not None:
-        import torch
-
-        torch.manual_seed(value)
 
 
 def make_fixture(request: pytest.FixtureRequest, session: ParitySession) -> ParityFixture:

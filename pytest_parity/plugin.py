@@ -7,12 +7,20 @@ the ``parity`` fixture, so a session without parity tests does not pay for it.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_parity import import_guard
-from pytest_parity.session import KNOWN_DEVICES, SPEED_MODES, ParitySession, parse_devices_option, speed_mode_under
+from pytest_parity.session import (
+    CACHE_MODES,
+    KNOWN_DEVICES,
+    SPEED_MODES,
+    ParitySession,
+    parse_devices_option,
+    speed_mode_under,
+)
 
 if TYPE_CHECKING:
     from pytest_parity.fixture import ParityFixture
@@ -51,6 +59,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allowed growth of the worst output/gradient difference over the baseline. Default: 10")
     group.addoption("--parity-baseline-speed-tolerance", metavar="F", type=float, default=0.25,
                     help="allowed worsening of the speed ratio over the baseline, as a fraction. Default: 0.25")
+    group.addoption("--parity-cache", metavar="MODE", choices=CACHE_MODES, default=None,
+                    help="on: keep exported ONNX graphs under pytest's cache dir (.pytest_cache/d/parity-conversions) "
+                         "and skip the export when the model, its weights and the converter versions are unchanged; "
+                         "off: export every time. Default: on (ini: parity_cache)")
+    group.addoption("--parity-cache-clear", action="store_true", default=False,
+                    help="empty the parity conversion cache before the session (after changing code that a model's "
+                         "call/forward reaches outside its own classes). Default: keep it")
+    parser.addini("parity_cache", "on or off: the parity conversion cache. Default: on", default="on")
     parser.addini("parity_devices", "devices parity tests run on (comma-separated). Default: cpu,cuda",
                   default=",".join(KNOWN_DEVICES))
     parser.addini("parity_seed", "seed for parity checks. Default: 0", default="0")
@@ -99,7 +115,48 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
     session = ParitySession(seed=seed_option, devices=devices_option, report_path=report_path, speed_mode=speed_mode,
                             speed_note=speed_note)
     _configure_baseline(config, session)
+    _configure_conversion_cache(config, session)
     return session
+
+
+def _configure_conversion_cache(config: pytest.Config, session: ParitySession) -> None:
+    mode = config.getoption("parity_cache") or str(config.getini("parity_cache"))
+    if mode not in CACHE_MODES:
+        raise pytest.UsageError(f"ini option parity_cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
+    # No pytest cache (-p no:cacheprovider), no conversion cache: it lives in pytest's cache dir.
+    provider = getattr(config, "cache", None)
+    if mode == "off" or provider is None:
+        return
+    from pathlib import Path
+
+    from pytest_parity.conversion_cache import CACHE_DIR_NAME, ConversionCache
+
+    def warn_once(reason: str) -> None:
+        _record_warning(config, reason)
+
+    try:
+        directory = Path(provider.mkdir(CACHE_DIR_NAME))
+    except OSError as error:
+        warn_once(f"the parity conversion cache cannot be created under pytest's cache dir ({type(error).__name__}: "
+                  f"{error}); conversions run uncached. Make the cache dir writable, set cache_dir elsewhere, or "
+                  f"turn the cache off with --parity-cache=off.")
+        return
+    cache = ConversionCache(directory, on_disabled=warn_once)
+    if config.getoption("parity_cache_clear") and not _is_xdist_worker(config):
+        cache.clear()
+    session.conversion_cache = cache
+
+
+def _record_warning(config: pytest.Config, message: str) -> None:
+    """Into pytest's warnings summary, once, without going through the warnings filters: a suite that turns warnings
+    into errors must not fail a test because the cache could not be written (the session carries on uncached)."""
+    import warnings
+
+    from pytest_parity.errors import ParityCacheWarning
+
+    warning = warnings.WarningMessage(ParityCacheWarning(message), ParityCacheWarning, __file__, 0)
+    config.hook.pytest_warning_recorded.call_historic(
+        kwargs={"warning_message": warning, "when": "runtest", "nodeid": "", "location": None})
 
 
 def _configure_baseline(config: pytest.Config, session: ParitySession) -> None:
@@ -158,7 +215,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def parity(request: pytest.FixtureRequest) -> ParityFixture:
+def parity(request: pytest.FixtureRequest) -> Iterator[ParityFixture]:
     """Framework parity checks: parity.check(model, inputs=parity.randn(8, 32, 32, 3)).
 
     Converts a TensorFlow/Keras model through ONNX to PyTorch, runs both on the same inputs on `parity.device`
@@ -168,8 +225,12 @@ def parity(request: pytest.FixtureRequest) -> ParityFixture:
     names. parity.randn(*shape) gives seeded float32 inputs, identical for the same test and seed on every machine.
     """
     from pytest_parity.fixture import make_fixture
+    from pytest_parity.seeding import stop_seeding
 
-    return make_fixture(request, request.config.stash[SESSION_KEY])
+    try:
+        yield make_fixture(request, request.config.stash[SESSION_KEY])
+    finally:
+        stop_seeding()
 
 
 WORKER_RECORDS_KEY = "parity_records"

@@ -97,7 +97,23 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     passed = sum(1 for entry in records if entry["passed"])
     lines.append(f"{passed} of {len(records)} parity check(s) passed")
+    cache_line = _conversion_cache_line(records)
+    if cache_line:
+        lines.append(cache_line)
     return lines
+
+
+def _conversion_cache_line(records: list[dict[str, Any]]) -> str | None:
+    """'conversion cache: 4 hit, 1 miss' over the convert-mode checks that used the cache (workers' included)."""
+    outcomes: dict[str, int] = {}
+    for entry in records:
+        outcome = entry.get("conversion_cache")
+        if outcome:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    if not outcomes:
+        return None
+    order = ("hit", "miss", "rebuilt", "uncacheable")
+    return "conversion cache: " + ", ".join(f"{outcomes[name]} {name}" for name in order if name in outcomes)
 
 
 def _speed_cell(speed: dict[str, Any] | None) -> str:

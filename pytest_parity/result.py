@@ -137,6 +137,9 @@ class ParityResult:
     # Seconds spent carrying the model across (export, import, weight matching), and running the comparison.
     conversion_s: float = 0.0
     run_s: float = 0.0
+    # Convert mode with the conversion cache on: "hit" (export skipped), "miss", "rebuilt" (a corrupt entry was
+    # replaced), "uncacheable" (the model's class source could not be read); None otherwise.
+    conversion_cache: str | None = None
     # Filled only on failure: which step (convert mode) or which layer (port mode) diverged.
     diagnosis: str | None = None
     # What the check did that a user should know about, e.g. a Dense kernel permuted for a different flatten order.
@@ -172,6 +175,7 @@ class ParityResult:
             "unmatched_weights": dict(self.unmatched_weights),
             "speed": None if self.speed is None else self.speed.to_dict(),
             "conversion_s": self.conversion_s,
+            "conversion_cache": self.conversion_cache,
             "run_s": self.run_s,
             "diagnosis": self.diagnosis,
             "notes": list(self.notes),

@@ -11,6 +11,8 @@ KNOWN_DEVICES = ("cpu", "cuda")
 # --parity-speed: off (speed= is not measured), report (measured, never fails), gate (speed= is asserted; turned into
 # report under pytest-xdist, whose workers share cores), force (asserted even under xdist).
 SPEED_MODES = ("off", "report", "gate", "force")
+# --parity-cache: the conversion cache under pytest's cache dir (see conversion_cache).
+CACHE_MODES = ("on", "off")
 
 
 def parse_devices_option(text: str) -> tuple[str, ...]:
@@ -47,3 +49,5 @@ class ParitySession:
         self.baseline_factor = baseline_factor
         self.baseline_speed_tolerance = baseline_speed_tolerance
         self.records: list[dict[str, Any]] = []
+        # A pytest_parity.conversion_cache.ConversionCache, or None when it is off or pytest has no cache dir.
+        self.conversion_cache: Any = None
