@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.result import Comparison, TreeComparison
+from pytest_parity.result import ERROR_HISTOGRAM_DECADES, Comparison, TreeComparison
+
+# Upper edges of the decade bins of |target - source|: 1e-12, 1e-11, ..., 1 (see result.error_histogram_labels).
+_DECADE_EDGES = 10.0 ** np.arange(ERROR_HISTOGRAM_DECADES[0], ERROR_HISTOGRAM_DECADES[1] + 1)
 
 
 def flatten_tree(tree: Any, path: str) -> list[tuple[str, Any]]:
@@ -160,13 +163,27 @@ def compare_arrays(name: str, actual: Any, expected: Any, *, atol: float, rtol: 
     max_abs, max_abs_index = _worst(abs_diff, None if all_finite else finite)
     max_rel, max_rel_index = _worst(rel_diff, nonzero)
 
+    histogram = _error_histogram(abs_diff, None if all_finite else finite)
+
     problems = [dtype_problem] if dtype_problem else []
     non_finite = None if all_finite else _non_finite_problem(a, e, equal_nan)
     if non_finite:
         problems.append(non_finite)
     return Comparison(name=name, passed=mismatched == 0 and dtype_problem is None, max_abs=max_abs, max_rel=max_rel,
                       mismatched=mismatched, total=total, atol=atol, rtol=rtol, max_abs_index=max_abs_index,
-                      max_rel_index=max_rel_index, problem="; ".join(problems) or None)
+                      max_rel_index=max_rel_index, problem="; ".join(problems) or None, histogram=histogram)
+
+
+def _error_histogram(abs_diff: np.ndarray, finite: np.ndarray | None) -> tuple[int, ...]:
+    """Counts of |target - source| per bin: exactly 0, below 1e-12, one per decade up to 1, 1 and above, and pairs
+    with NaN/Inf on either side (no difference to bin). Bin order is result.error_histogram_labels()."""
+    values = abs_diff.reshape(-1) if finite is None else abs_diff[finite]
+    zeros = int(values.size - np.count_nonzero(values))
+    # searchsorted(side="right"): 0 below 1e-12, k for [edge k-1, edge k), len(edges) for >= 1.
+    decades = np.bincount(np.searchsorted(_DECADE_EDGES, values[values != 0], side="right"),
+                          minlength=len(_DECADE_EDGES) + 1)
+    non_finite = 0 if finite is None else int(finite.size - np.count_nonzero(finite))
+    return (zeros, *(int(count) for count in decades), non_finite)
 
 
 def _worst(values: np.ndarray, valid: np.ndarray | None) -> tuple[float, tuple[int, ...] | None]:

@@ -44,6 +44,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "Default: 0 (ini: parity_seed)")
     group.addoption("--parity-report", metavar="PATH", default=None,
                     help="write every parity check's figures as JSON to PATH. Default: no report (ini: parity_report)")
+    group.addoption("--parity-html", metavar="PATH", default=None,
+                    help="write a self-contained HTML report to PATH: summary table, per check a histogram of the "
+                         "elementwise errors of outputs and gradients, per-layer figures of a failed port. Default: "
+                         "none (ini: parity_html)")
     group.addoption("--parity-speed", metavar="MODE", choices=SPEED_MODES, default=None,
                     help="what speed= does: off (not measured), report (measured, never fails), gate (asserted; "
                          "report under pytest-xdist), force (asserted even under xdist). Default: gate "
@@ -71,6 +75,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default=",".join(KNOWN_DEVICES))
     parser.addini("parity_seed", "seed for parity checks. Default: 0", default="0")
     parser.addini("parity_report", "path of the JSON parity report. Default: none", default="")
+    parser.addini("parity_html", "path of the HTML parity report. Default: none", default="")
     parser.addini("parity_speed", "off, report, gate or force: what speed= does. Default: gate", default="gate")
 
 
@@ -114,6 +119,7 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
     speed_mode, speed_note = speed_mode_under(speed_option, xdist)
     session = ParitySession(seed=seed_option, devices=devices_option, report_path=report_path, speed_mode=speed_mode,
                             speed_note=speed_note)
+    session.html_path = config.getoption("parity_html") or str(config.getini("parity_html")) or None
     _configure_baseline(config, session)
     _configure_conversion_cache(config, session)
     return session
@@ -262,6 +268,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(line)
     if session.report_path:
         terminalreporter.write_line(f"parity report written to {session.report_path}")
+    if session.html_path:
+        terminalreporter.write_line(f"parity HTML report written to {session.html_path}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -280,16 +288,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except OSError as error:
             _report_write_failure(session, exitstatus, f"cannot write the parity baseline to "
                                                        f"{parity_session.baseline_update}: {error}")
-    if not parity_session.report_path:
-        return
-    from pytest_parity.report import write_json
+    if parity_session.report_path:
+        from pytest_parity.report import write_json
 
-    try:
-        write_json(parity_session.report_path, parity_session.records)
-    except OSError as error:
-        _report_write_failure(session, exitstatus, f"cannot write the parity report to "
-                                                   f"{parity_session.report_path}: {error}")
-        parity_session.report_path = None
+        try:
+            write_json(parity_session.report_path, parity_session.records)
+        except OSError as error:
+            _report_write_failure(session, exitstatus, f"cannot write the parity report to "
+                                                       f"{parity_session.report_path}: {error}")
+            parity_session.report_path = None
+    if parity_session.html_path:
+        from pytest_parity.html_report import write_html
+
+        try:
+            write_html(parity_session.html_path, parity_session.records)
+        except OSError as error:
+            _report_write_failure(session, exitstatus, f"cannot write the parity HTML report to "
+                                                       f"{parity_session.html_path}: {error}")
+            parity_session.html_path = None
 
 
 def _report_write_failure(session: pytest.Session, exitstatus: int, what: str) -> None:

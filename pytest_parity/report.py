@@ -1,4 +1,5 @@
-"""The terminal summary and the JSON report, both built from plain-dict records (one per parity check)."""
+"""The terminal summary and the JSON report, both built from plain-dict records (one per parity check); the HTML
+report (html_report) is drawn from the same records."""
 
 from __future__ import annotations
 
@@ -56,22 +57,34 @@ def environment() -> dict[str, str | None]:
     return versions
 
 
-def write_json(path: str, records: list[dict[str, Any]]) -> None:
-    document = {
+def document(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report as one plain dict: what the JSON file holds and what the HTML report is drawn from."""
+    return {
         "version": REPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": {**environment(), "devices": sorted({entry["device"] for entry in records})},
         "results": records,
     }
+
+
+def write_json(path: str, records: list[dict[str, Any]]) -> None:
+    write_atomically(path, json.dumps(document(records), indent=2) + "\n")
+
+
+def write_atomically(path: str, text: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: a reader (or a crashed session) never sees half a report.
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    partial.replace(target)
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
-def _figure(value: Any) -> str:
+def figure_text(value: Any) -> str:
+    """A figure as the reports print it: 1.23e-06, "-" when absent, "nan"/"inf" as stored."""
     if value is None:
         return "-"
     if isinstance(value, str):  # "nan"/"inf" as stored in the record
@@ -83,15 +96,12 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     header = ("test", "device", "route", "outputs max abs", "grads max abs", "speed", "result")
     rows = []
     for entry in records:
-        grads = entry["grads"]
-        worst_grad = None
-        if grads:
-            worst_name = max(grads, key=lambda name: (not grads[name]["passed"], _sortable(grads[name]["max_abs"])))
-            worst_grad = f"{_figure(grads[worst_name]['max_abs'])} ({worst_name})"
+        worst_name, worst_figure = worst_gradient(entry)
+        worst_grad = f"{figure_text(worst_figure)} ({worst_name})" if worst_name else None
         speed = entry["speed"]
         rows.append((
-            entry["nodeid"], entry["device"], entry["route"], _figure(entry["outputs"]["max_abs"]),
-            worst_grad or "-", _speed_cell(speed), "PASS" if entry["passed"] else "FAIL",
+            entry["nodeid"], entry["device"], entry["route"], figure_text(entry["outputs"]["max_abs"]),
+            worst_grad or "-", speed_cell(speed), "PASS" if entry["passed"] else "FAIL",
         ))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
@@ -101,6 +111,16 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     if cache_line:
         lines.append(cache_line)
     return lines
+
+
+def worst_gradient(entry: dict[str, Any]) -> tuple[str | None, Any]:
+    """(name, max abs) of the gradient to show for a check: a failing one first, then the largest; (None, None)
+    without gradients."""
+    grads = entry["grads"] or {}
+    if not grads:
+        return None, None
+    name = max(grads, key=lambda key: (not grads[key]["passed"], _sortable(grads[key]["max_abs"])))
+    return name, grads[name]["max_abs"]
 
 
 def _conversion_cache_line(records: list[dict[str, Any]]) -> str | None:
@@ -116,7 +136,7 @@ def _conversion_cache_line(records: list[dict[str, Any]]) -> str | None:
     return "conversion cache: " + ", ".join(f"{outcomes[name]} {name}" for name in order if name in outcomes)
 
 
-def _speed_cell(speed: dict[str, Any] | None) -> str:
+def speed_cell(speed: dict[str, Any] | None) -> str:
     """'2.31x (2.05-2.60)': the median ratio target/source and its spread; marked when only reported."""
     if not speed:
         return "-"

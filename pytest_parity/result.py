@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+# The elementwise-error histograms span the decades 1e-12 .. 1 (see compare._error_histogram for the bins).
+ERROR_HISTOGRAM_DECADES = (-12, 0)
+
+
+def error_histogram_labels() -> list[str]:
+    """Names of the histogram bins, in the order of Comparison.histogram."""
+    low, high = ERROR_HISTOGRAM_DECADES
+    decades = [f"[1e{power}, {_decade(power + 1)})" for power in range(low, high)]
+    return ["0", f"< 1e{low}", *decades, f">= {_decade(high)}", "NaN/Inf"]
+
+
+def _decade(power: int) -> str:
+    return "1" if power == 0 else f"1e{power}"
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,9 @@ class Comparison:
     # Set when the tensors could not be compared element by element (shape, dtype, structure, missing gradient)
     # or when NaN/Inf disagree; it is the first line of the failure message for this tensor.
     problem: str | None = None
+    # Elementwise |target - source| counted per log-spaced bin (labels: error_histogram_labels()); None when the
+    # tensors could not be compared element by element.
+    histogram: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +54,7 @@ class Comparison:
             "rtol": self.rtol,
             "passed": self.passed,
             **({"problem": self.problem} if self.problem else {}),
+            **({"histogram": list(self.histogram)} if self.histogram is not None else {}),
         }
 
 
@@ -72,6 +90,10 @@ class TreeComparison:
     def failures(self) -> list[Comparison]:
         return [leaf for leaf in self.leaves.values() if not leaf.passed]
 
+    @property
+    def histogram(self) -> tuple[int, ...] | None:
+        return sum_histograms(leaf.histogram for leaf in self.leaves.values())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_abs": _json_float(self.max_abs),
@@ -81,6 +103,7 @@ class TreeComparison:
             "atol": self.atol,
             "rtol": self.rtol,
             "passed": self.passed,
+            "histogram": None if self.histogram is None else list(self.histogram),
             "leaves": {path: leaf.to_dict() for path, leaf in self.leaves.items()},
         }
 
@@ -142,6 +165,9 @@ class ParityResult:
     conversion_cache: str | None = None
     # Filled only on failure: which step (convert mode) or which layer (port mode) diverged.
     diagnosis: str | None = None
+    # Port mode on failure: one row per layer pair compared up to the first that diverges ({"source", "target",
+    # "inputs_max_abs", "outputs_max_abs", "agrees"}), for the per-layer table of the HTML report.
+    layers: list[dict[str, Any]] = field(default_factory=list)
     # What the check did that a user should know about, e.g. a Dense kernel permuted for a different flatten order.
     notes: list[str] = field(default_factory=list)
     # Against --parity-baseline: what got worse than the baseline allows (empty: no drift, or no baseline).
@@ -178,9 +204,18 @@ class ParityResult:
             "conversion_cache": self.conversion_cache,
             "run_s": self.run_s,
             "diagnosis": self.diagnosis,
+            "layers": [dict(row) for row in self.layers],
             "notes": list(self.notes),
             "drift": list(self.drift),
         }
+
+
+def sum_histograms(histograms: Iterable[Sequence[int] | None]) -> tuple[int, ...] | None:
+    """Bin-wise sum of the histograms that exist; None when there are none."""
+    present = [histogram for histogram in histograms if histogram is not None]
+    if not present:
+        return None
+    return tuple(sum(counts) for counts in zip(*present))
 
 
 def _worst(figures: Iterable[float]) -> float:

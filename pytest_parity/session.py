@@ -41,6 +41,8 @@ class ParitySession:
         self.seed = seed
         self.devices = devices
         self.report_path = report_path
+        # --parity-html: where the HTML report goes (html_report), None for none.
+        self.html_path: str | None = None
         self.speed_mode = speed_mode
         self.speed_note = speed_note
         # A loaded pytest_parity.baseline.Baseline to compare against, and/or a path to write the baseline to.

@@ -12,7 +12,9 @@ Linear's output, and the relu shows up between the layers, where the PyTorch por
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -124,8 +126,12 @@ def _calls_between(structure: ModelStructure, first: LayerCall | None, second: L
 
 
 def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, layouts: LayoutPair | None,
-           atol: float, rtol: float) -> str | None:
-    """One paragraph naming the first layer pair that diverges, with its figures and the likely cause."""
+           atol: float, rtol: float, layers: list[dict[str, Any]] | None = None) -> str | None:
+    """One paragraph naming the first layer pair that diverges, with its figures and the likely cause.
+
+    ``layers``, when given, receives one plain-dict row per layer pair compared, up to and including the one that
+    diverges (the per-layer table of the HTML report)."""
+    rows = layers if layers is not None else []
     previous: tuple[ParamOp, ParamOp, LayerCall | None, LayerCall | None, np.ndarray, np.ndarray] | None = None
     for pair in plan.pairs:
         source_call, target_call = _call_for(source, pair.source), _call_for(target, pair.target)
@@ -134,21 +140,29 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
         label = f"{pair.source.label()} / {pair.target.label()}"
         inputs = _comparable(source_call.input, None if target_call.input is None else
                              _in_source_layout(target_call.input, layouts, pair.flatten))
+        row: dict[str, Any] = {"source": pair.source.label(), "target": pair.target.label(), "inputs_max_abs": None,
+                               "outputs_max_abs": None, "agrees": True}
+        rows.append(row)
         if inputs is not None and np.issubdtype(inputs[0].dtype, np.floating):
             agreement = compare.compare_arrays("input", inputs[1], inputs[0], atol=atol, rtol=rtol)
+            row["inputs_max_abs"] = _plain(agreement.max_abs)
             if not agreement.passed:
+                row["agrees"] = False
                 return _between(previous, pair.source, pair.target, source, target, source_call, target_call,
                                 inputs, agreement)
         outputs = _comparable(source_call.output, None if target_call.output is None else
                               _in_source_layout(target_call.output, layouts))
         if outputs is None:
             if source_call.output is not None and target_call.output is not None:
+                row["agrees"] = False
                 return (f"first divergence at {label}: output shapes differ, {list(source_call.output.shape)} vs "
                         f"{list(target_call.output.shape)} (target shown in its own layout)"
                         + _causes_text(_attribute_causes(pair.source, pair.target)))
             continue
         agreement = compare.compare_arrays("output", outputs[1], outputs[0], atol=atol, rtol=rtol)
+        row["outputs_max_abs"] = _plain(agreement.max_abs)
         if not agreement.passed:
+            row["agrees"] = False
             causes = _attribute_causes(pair.source, pair.target) + _last_step_causes(pair.source, pair.target,
                                                                                       outputs, atol, rtol)
             return (f"first divergence at {label}: its inputs agree but its outputs differ ({_figures(agreement)})"
@@ -162,6 +176,11 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
             f"difference arises after it: source runs {source_after or 'nothing more'}, target runs "
             f"{target_after or 'nothing more'} (an activation such as the final softmax, or what the model does "
             f"outside its layers, differs)")
+
+
+def _plain(figure: float) -> float | str:
+    # The rows go into the JSON report as they are: no NaN/Infinity there (see result._json_float).
+    return figure if math.isfinite(figure) else str(figure)
 
 
 def _causes_text(causes: list[str]) -> str:

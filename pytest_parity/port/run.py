@@ -137,7 +137,7 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             conversion_s=conversion_s, run_s=run_s, notes=list(plan.notes))
         if not result.passed:
             result.diagnosis = _locate(plan, source, target, inputs, target_inputs, source_structure, layouts,
-                                       settings, device)
+                                       settings, device, result.layers)
             raise ParityError(failure_message(result, source.description, target.description), result)
     return result
 
@@ -176,11 +176,13 @@ def _run_target(target: ModelAdapter, inputs: ModelInputs, device: str, cotangen
 
 def _locate(plan: TransferPlan, source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs,
             target_inputs: ModelInputs, source_structure: ModelStructure, layouts: LayoutPair | None,
-            settings: ParitySettings, device: str) -> str | None:
-    """Re-record the target with the carried weights and find the first layer pair that diverges."""
+            settings: ParitySettings, device: str, layers: list[dict[str, Any]]) -> str | None:
+    """Re-record the target with the carried weights and find the first layer pair that diverges (its rows, one per
+    layer pair compared, go into ``layers``)."""
     try:
         target_structure = _record(target, target_inputs, device)
-        return divergence.locate(plan, source_structure, target_structure, layouts, settings.atol, settings.rtol)
+        return divergence.locate(plan, source_structure, target_structure, layouts, settings.atol, settings.rtol,
+                                 layers)
     except Exception as error:  # the diagnosis must never hide the failure it explains
         return f"the per-layer comparison could not run ({type(error).__name__}: {error})"
 

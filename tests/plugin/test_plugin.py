@@ -294,6 +294,16 @@ def test_unwritable_report_path_is_reported_not_crashed(pytester):
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
 
+def test_unwritable_html_report_path_is_reported_not_crashed(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    blocker = pytester.path / "not_a_dir"
+    blocker.write_text("a file where a directory should be")
+    result = pytester.runpytest(f"--parity-html={blocker}/report.html")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*pytest-parity: cannot write the parity HTML report to*"])
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
 def test_empty_session_still_writes_the_report_it_was_asked_for(pytester):
     pytester.makepyfile("def test_x(): pass")
     report = pytester.path / "out" / "report.json"

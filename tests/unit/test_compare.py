@@ -591,3 +591,20 @@ def test_tree_comparison_worst_does_not_depend_on_leaf_order():
     first = TreeComparison(leaves={"a": unsupported, "b": off}, atol=0.0, rtol=0.0)
     second = TreeComparison(leaves={"b": off, "a": unsupported}, atol=0.0, rtol=0.0)
     assert str(first.max_abs) == str(second.max_abs)
+
+
+def test_the_error_histogram_counts_each_element_once_in_its_decade():
+    from pytest_parity.result import error_histogram_labels
+
+    expected = np.zeros(8)
+    actual = np.array([0.0, 1e-13, 5e-7, 1e-6, 0.5, 2.0, np.nan, -3e-9])
+    counts = dict(zip(error_histogram_labels(), compare_arrays("x", actual, expected, atol=1e-5, rtol=0).histogram))
+    assert counts == {**{label: 0 for label in error_histogram_labels()}, "0": 1, "< 1e-12": 1, "[1e-9, 1e-8)": 1,
+                      "[1e-7, 1e-6)": 1, "[1e-6, 1e-5)": 1, "[1e-1, 1)": 1, ">= 1": 1, "NaN/Inf": 1}
+
+
+def test_a_tree_histogram_sums_its_leaves_and_structure_problems_have_none():
+    tree = compare_trees([np.ones(3), np.ones(2)], [np.ones(3), np.zeros(2)], atol=1e-5, rtol=1e-4)
+    assert tree.histogram[0] == 3 and tree.histogram[-2] == 2 and sum(tree.histogram) == 5
+    assert compare_arrays("x", np.ones(3), np.ones(4), atol=0, rtol=0).histogram is None
+    assert compare_trees([np.ones(3)], np.ones(3), atol=0, rtol=0).histogram is None

@@ -318,3 +318,31 @@ def test_summary_lines_accept_records_read_back_from_json(tmp_path):
     report.write_json(str(path), records)
     read_back = json.loads(path.read_text(encoding="utf-8"))["results"]
     assert report.summary_lines(read_back) == report.summary_lines(records)
+
+
+def test_html_report_of_an_edge_case_record_renders_without_figures_it_does_not_have(tmp_path):
+    from html.parser import HTMLParser
+
+    from pytest_parity.html_report import write_html
+
+    shape_problem = compare_trees(np.ones(3), np.ones(4), atol=1e-5, rtol=1e-4)  # no elementwise histogram
+    nan_outputs = compare_trees(np.array([np.nan, 1.0]), np.array([1.0, 1.0]), atol=1e-5, rtol=1e-4)
+    records = [report.record("t.py::shape[cpu]", _result(outputs=shape_problem)),
+               report.record("t.py::nan & <odd>[cpu]", _result(outputs=nan_outputs, speed=_speed(passed=False),
+                                                              drift=["outputs max abs grew"]))]
+    path = tmp_path / "deep" / "report.html"
+    write_html(str(path), json.loads(json.dumps(records)))  # as read back from a worker or a file
+    page = path.read_text()
+    HTMLParser().feed(page)
+    assert "0 of 2 parity check(s) passed" in page
+    assert "no elementwise histogram" in page and "shape mismatch" in page
+    assert "nan &amp; &lt;odd&gt;" in page and "outputs max abs grew" in page
+    assert page.count("<svg") == 1 and ">NaN/Inf: 1</title>" in page
+    assert not list(tmp_path.joinpath("deep").glob(".*partial"))
+
+
+@pytest.mark.parametrize(("atol", "position"), [(0.0, 1.0), (1e-5, 9.0), (1e-13, 1.0), (10.0, 14.0)])
+def test_the_atol_line_sits_where_bins_stop_being_wholly_below_it(atol, position):
+    from pytest_parity.html_report import _position_of
+
+    assert _position_of(atol, 16) == pytest.approx(position)
