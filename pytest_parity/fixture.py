@@ -78,15 +78,21 @@ class ParityFixture:
 
     def check(self, source: Any, target: Any = None, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True
-        from pytest_parity.check import run_check
+        from pytest_parity.check import run_check, seeded_generator
+        from pytest_parity.near_ties import check_confirming_near_ties
 
         def run() -> ParityResult:
             effective = settings.with_overrides(self.settings, overrides)
             if self._session.speed_mode == "off":
                 effective = replace(effective, speed=None)
-            return run_check(source, target, inputs, effective, self.device, self._seed_key,
-                             speed_gate=self._session.speed_mode in ("gate", "force"),
-                             cache=self._session.conversion_cache)
+
+            def attempt(attempt_inputs: Any) -> ParityResult:
+                return run_check(source, target, attempt_inputs, effective, self.device, self._seed_key,
+                                 speed_gate=self._session.speed_mode in ("gate", "force"),
+                                 cache=self._session.conversion_cache)
+
+            return check_confirming_near_ties(attempt, inputs, effective.near_tie_retry,
+                                              seeded_generator(self._seed_key, effective.seed, "near-ties"))
 
         return self._against_baseline(self._run_and_record(run))
 

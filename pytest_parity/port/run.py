@@ -136,8 +136,11 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused), speed=speed,
             conversion_s=conversion_s, run_s=run_s, notes=list(plan.notes))
         if not result.passed:
-            result.diagnosis = _locate(plan, source, target, inputs, target_inputs, source_structure, layouts,
-                                       settings, device, result.layers)
+            # The per-layer comparison follows forward activations: with the outputs agreeing it can only report that
+            # every layer agrees, which would point away from the gradients that differ (named in the message).
+            if not outputs.passed:
+                result.diagnosis = _locate(plan, source, target, inputs, target_inputs, source_structure, layouts,
+                                           settings, device, result.layers)
             raise ParityError(failure_message(result, source.description, target.description), result)
     return result
 

@@ -1,0 +1,85 @@
+"""Issue 6: the README's coverage table, from one run of the coverage suite.
+
+    pytest tests/coverage -m coverage --parity-report=coverage.json --junitxml=coverage.xml
+    python benchmarks/coverage_table.py coverage.json coverage.xml
+
+The JSON parity report gives the figures of every check that ran to a comparison; JUnit XML gives the outcome and the
+failure message of every test, including those that stopped before a comparison (a converter that refused an op).
+Prints a Markdown table: model, converts, outputs agree, gradients agree, worst errors, conversion time, cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+
+def rows(report_path: Path, junit_path: Path) -> list[dict[str, str]]:
+    records = {entry["nodeid"].split("::")[-1]: entry for entry in json.loads(report_path.read_text())["results"]}
+    table = []
+    for case in ElementTree.parse(junit_path).getroot().iter("testcase"):
+        name = case.get("name", "")
+        match = re.match(r"test_(\w+)\[cpu-(.+)\]", name)
+        if not match:
+            continue
+        family = {"keras_application": "keras.applications", "torchvision_model": "torchvision.models"}.get(
+            match.group(1), match.group(1))
+        failure = case.find("failure")
+        skipped = case.find("skipped")
+        entry = records.get(name)
+        row = {"family": family, "model": match.group(2), "converts": "-", "outputs": "-", "gradients": "-",
+               "worst": "-", "conversion_s": "-", "cause": ""}
+        if skipped is not None:
+            row["cause"] = "skipped: " + (skipped.get("message") or "")
+        elif entry is None:
+            row["converts"] = "no"
+            row["cause"] = _first_line(failure)
+        else:
+            grads = entry["grads"] or {}
+            worst_grad = max((c["max_abs"] for c in grads.values()), key=_sortable, default=None)
+            row.update(converts="yes", outputs="yes" if entry["outputs"]["passed"] else "no",
+                       gradients="yes" if all(c["passed"] for c in grads.values()) else "no",
+                       worst=f"{_figure(entry['outputs']['max_abs'])} / {_figure(worst_grad)}",
+                       conversion_s=f"{entry['conversion_s']:.1f}",
+                       cause="" if entry["passed"] else _first_line(failure))
+        table.append(row)
+    return table
+
+
+def _first_line(failure: ElementTree.Element | None) -> str:
+    if failure is None:
+        return ""
+    text = (failure.get("message") or failure.text or "").strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _figure(value: object) -> str:
+    return "-" if value is None else value if isinstance(value, str) else f"{value:.1e}"
+
+
+def _sortable(value: object) -> float:
+    return float("inf") if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("junit", type=Path)
+    args = parser.parse_args()
+    table = rows(args.report, args.junit)
+    print("| family | model | converts | outputs agree | gradients agree | worst output / gradient (max abs) | "
+          "conversion s | cause of failure |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in table:
+        print(f"| {row['family']} | {row['model']} | {row['converts']} | {row['outputs']} | {row['gradients']} | "
+              f"{row['worst']} | {row['conversion_s']} | {row['cause'].replace('|', '/')} |")
+    agreeing = sum(1 for row in table if row["outputs"] == row["gradients"] == "yes")
+    converting = sum(1 for row in table if row["converts"] == "yes")
+    print(f"\n{converting} of {len(table)} convert, {agreeing} of {len(table)} agree in outputs and gradients")
+
+
+if __name__ == "__main__":
+    main()
