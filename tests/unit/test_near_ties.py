@@ -55,7 +55,7 @@ def test_a_near_tie_that_moves_away_passes_with_a_note_quoting_the_first_figures
 def test_a_defect_that_stays_fails_with_the_first_figures_and_says_the_recheck_failed():
     first = _result(grad=NEAR_TIE)
     attempts = Attempts(first, _result(grad=NEAR_TIE))
-    with pytest.raises(ParityError, match="near-tie re-check: .* still differ .*not a near-tie") as failure:
+    with pytest.raises(ParityError, match=r"near-tie re-check: .* still differ .*not a near-tie") as failure:
         check_confirming_near_ties(attempts, np.ones(3, np.float32), True, _generator())
     assert failure.value.result is first
 
