@@ -109,7 +109,7 @@ def export_tensorflow(source: Any, inputs: ModelInputs) -> Any:
     step = f"TensorFlow -> ONNX (tf2onnx {_version('tf2onnx')}, opset {OPSET})"
     try:
         model_proto = source.to_onnx(inputs, OPSET)
-    except FrameworkNotInstalled:
+    except (FrameworkNotInstalled, ConversionError):
         raise
     except Exception as error:
         raise ConversionError(

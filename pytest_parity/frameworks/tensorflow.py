@@ -209,7 +209,30 @@ class TensorFlowModel:
 
         with tf.device("/CPU:0"):
             model_proto, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=opset)
+            captured = {internal.name: external for external, internal in forward.get_concrete_function().graph.captures
+                        if external.dtype != tf.resource}
+        _captured_constants_to_initializers(model_proto, {spec.name for spec in specs}, captured)
         return model_proto
+
+
+def _captured_constants_to_initializers(model_proto: Any, input_names: set[str], captured: dict[str, Any]) -> None:
+    """tf2onnx freezes captured variables but leaves captured eager tensors (e.g. the mean and variance a Keras
+    Normalization layer keeps as tensors, in every keras.applications EfficientNet) as extra graph inputs, which the
+    converted model would then demand as arguments. Give them their captured values as initializers."""
+    from onnx import numpy_helper
+
+    extra = [value for value in model_proto.graph.input if value.name not in input_names]
+    unknown = [value.name for value in extra if value.name not in captured]
+    if unknown:
+        from pytest_parity.errors import ConversionError
+
+        raise ConversionError(
+            f"TensorFlow -> ONNX (tf2onnx): the exported graph has inputs that are not the model's inputs and not "
+            f"values the model captured: {', '.join(unknown)}.\nWhat you can do: make sure the model's call() takes "
+            f"all its inputs as arguments (pass the same structure as inputs=...).", step="TensorFlow -> ONNX (tf2onnx)")
+    for value in extra:
+        model_proto.graph.initializer.append(numpy_helper.from_array(np.asarray(captured[value.name]), value.name))
+        model_proto.graph.input.remove(value)
 
 
 def _to_numpy(tree: Any) -> Any:

@@ -114,3 +114,16 @@ def test_low_level_tf_module_with_unsorted_variable_names(parity):
     result = parity.check(Affine(), inputs=parity.randn(7, 3))
     assert result.passed
     assert set(result.grads) == {"input", "scale", "shift"}
+
+
+@pytest.mark.parity
+def test_normalization_layer_constants_stay_constants(parity):
+    # Keras keeps Normalization's mean and variance as captured tensors, which tf2onnx leaves as extra graph inputs
+    # (every keras.applications EfficientNet has one); the bridge turns them into initializers.
+    model = keras.Sequential([keras.Input((6,)), layers.Normalization(mean=[0.5] * 6, variance=[4.0] * 6),
+                              layers.Dense(3)])
+    inputs = parity.randn(4, 6)
+    result = parity.check(model, inputs=inputs)
+    assert result.passed and set(result.grads) >= {"input"}
+    expected = (inputs - 0.5) / 2.0 @ model.layers[-1].kernel.numpy() + model.layers[-1].bias.numpy()
+    np.testing.assert_allclose(np.asarray(model(inputs)), expected, rtol=1e-5, atol=1e-5)
