@@ -14,7 +14,14 @@ import numpy as np
 
 from pytest_parity import bridge, compare
 from pytest_parity.conversion_cache import ConversionCache
-from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError, error_summary
+from pytest_parity.errors import (
+    ConversionError,
+    DeviceUnavailable,
+    FrameworkNotInstalled,
+    ParityError,
+    ParityUsageError,
+    error_summary,
+)
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
 from pytest_parity.result import Comparison, ParityResult, SpeedResult
 from pytest_parity.settings import ParitySettings
@@ -190,9 +197,14 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
         started = time.perf_counter()
         trainable = set(source.trainable_names())
         grad_matches = [m for m in matching.matches if m.source_name in trainable]
-        target_outputs, target_input_grads, target_weight_grads = target.run(
-            inputs, device, source_cotangents if settings.grad else None,
-            grad_weights=[m.target_name for m in grad_matches])
+        try:
+            target_outputs, target_input_grads, target_weight_grads = target.run(
+                inputs, device, source_cotangents if settings.grad else None,
+                grad_weights=[m.target_name for m in grad_matches])
+        except (ParityUsageError, FrameworkNotInstalled):
+            raise
+        except Exception as error:
+            raise converted_run_failure(conversion.route, target.description, inputs, error) from None
         # A converted model returns its outputs flat, in the same order as the source's leaves.
         target_leaves = [leaf for _, leaf in compare.flatten_tree(target_outputs, "output")]
         source_leaves = compare.flatten_tree(source_outputs, "output")
@@ -222,6 +234,16 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
         result.diagnosis = _diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)
         raise ParityError(failure_message(result, source.description, target.description), result)
     return result
+
+
+def converted_run_failure(route: str, description: str, inputs: ModelInputs, error: Exception) -> ConversionError:
+    """The source ran and the conversion succeeded, yet the converted model fails on the same inputs: a converter gap
+    (an op imported with the wrong semantics, a graph input the export should not have had), not the user's model."""
+    return ConversionError(
+        f"The converted model ({description}, route {route}) failed to run on the inputs the source model ran on "
+        f"({inputs.describe()}): {error_summary(error)}\nThis is a gap in the conversion, not in your model. What you "
+        f"can do: check the model in port mode against a hand-written twin, and report it with the model's "
+        f"definition.", step=f"running the converted model ({route})")
 
 
 def _input_label(inputs: ModelInputs, name: str) -> str:

@@ -229,7 +229,8 @@ def _captured_constants_to_initializers(model_proto: Any, input_names: set[str],
         raise ConversionError(
             f"TensorFlow -> ONNX (tf2onnx): the exported graph has inputs that are not the model's inputs and not "
             f"values the model captured: {', '.join(unknown)}.\nWhat you can do: make sure the model's call() takes "
-            f"all its inputs as arguments (pass the same structure as inputs=...).", step="TensorFlow -> ONNX (tf2onnx)")
+            f"all its inputs as arguments (pass the same structure as inputs=...).",
+            step="TensorFlow -> ONNX (tf2onnx)")
     for value in extra:
         model_proto.graph.initializer.append(numpy_helper.from_array(np.asarray(captured[value.name]), value.name))
         model_proto.graph.input.remove(value)

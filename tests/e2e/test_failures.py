@@ -146,3 +146,18 @@ def test_weights_are_restored_even_when_the_check_fails():
     with pytest.raises(ConversionError):
         check(model, RNG.standard_normal((2, 4)).astype(np.float32))
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.weights))
+
+
+def test_a_converted_model_that_cannot_run_is_a_conversion_error_not_a_traceback(monkeypatch):
+    real_from_onnx = torch_adapter.from_onnx
+
+    def from_onnx_that_asks_for_an_extra_argument(model_proto):
+        converted = real_from_onnx(model_proto)
+        forward = converted.module.forward
+        converted.module.forward = lambda *args: forward(*args, "an argument the source never had")
+        return converted
+
+    monkeypatch.setattr(torch_adapter, "from_onnx", from_onnx_that_asks_for_an_extra_argument)
+    with pytest.raises(ConversionError, match=r"(?s)The converted model \(.*\) failed to run on the inputs the source "
+                                              r"model ran on \(.*TypeError.*This is a gap in the conversion"):
+        check(build_mnist_mlp(), RNG.standard_normal((2, 28, 28)).astype(np.float32))
