@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from pytest_parity import opset_down
 from pytest_parity.errors import FrameworkNotInstalled
 
 
@@ -20,7 +21,7 @@ def export(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], input_nam
     import torch
 
     try:
-        import onnx
+        import onnx  # noqa: F401 - the post-processing below works on ONNX protobufs
         import onnxscript  # noqa: F401 - torch.onnx.export(dynamo=True) translates through it
     except ImportError as error:
         raise FrameworkNotInstalled("torch", error.name or "onnxscript", error) from error
@@ -38,11 +39,7 @@ def export(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], input_nam
     _fold_constants_except_weights(program.model)
     model_proto = program.model_proto
     if opset < EXPORT_OPSET:
-        try:
-            model_proto = onnx.version_converter.convert_version(model_proto, opset)
-        except Exception as error:
-            raise OpsetConversionError(f"onnx.version_converter could not convert the exported graph from opset "
-                                       f"{EXPORT_OPSET} to {opset}: {error}") from error
+        model_proto = opset_down.convert_version(model_proto, opset)
     _rewrite_for_onnx2torch(model_proto)
     return model_proto
 
@@ -91,10 +88,6 @@ def _export_with_prebuilt_registry() -> Callable[..., Any] | None:
                             opset_version=EXPORT_OPSET, verbose=False)
 
     return export
-
-
-class OpsetConversionError(RuntimeError):
-    """onnx.version_converter could not bring the exported graph down to the requested opset."""
 
 
 def _fold_constants_except_weights(model_ir: Any) -> None:

@@ -270,3 +270,23 @@ def test_target_tensorflow_is_a_usage_error_pointing_to_port_mode(parity):
     message = str(failure.value)
     assert "no ONNX -> TensorFlow import" in message
     assert "parity.check(torch_model, keras_model, inputs=...)" in message
+
+
+class ChunkPadSlice(nn.Module):
+    """torch.chunk of an odd dim (ONNX Split-18 with num_outputs), F.pad of the last dim (Pad-18 with axes) and a
+    strided slice: what ShuffleNetV2 and Swin export to; onnx.version_converter has no 18 -> 17 adapter for either."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(7, 3)
+
+    def forward(self, x):
+        first, second = torch.chunk(x, 2, dim=1)  # 5 -> 3 + 2
+        padded = nn.functional.pad(second, (1, 2))  # last dim 4 -> 7
+        return self.fc(padded[:, ::2, :]).sum(dim=1) + first[..., :3].mean(dim=1)
+
+
+@pytest.mark.parity
+def test_split_and_pad_of_opset_18_come_down_to_17(parity):
+    result = parity.check(ChunkPadSlice(), inputs=parity.randn(2, 5, 4))
+    assert result.passed and "fc.weight" in result.grads
