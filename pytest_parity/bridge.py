@@ -178,18 +178,33 @@ def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs) -> 
                    f"({inputs.describe()})", None)
 
 
+# A call of a nested tf.function that tf2onnx did not inline. The usual cause in Keras 3: its TensorFlow backend runs
+# grouped convolutions (Conv1D/2D with groups > 1, as in keras.applications ConvNeXt's depthwise convolution) through a
+# tf.function(jit_compile=True), and functions marked for XLA are not inlined before conversion.
+NESTED_FUNCTION_CALLS = ("StatefulPartitionedCall", "PartitionedCall")
+NESTED_FUNCTION_CALL_ADVICE = (
+    "is a call of a nested tf.function that tf2onnx could not inline, so it was left unconverted in the graph (Keras "
+    "3 runs grouped convolutions, Conv2D/Conv1D with groups > 1 as in ConvNeXt, through an XLA-compiled tf.function, "
+    "which tf2onnx does not inline)",
+    "for a depthwise convolution use keras.layers.DepthwiseConv2D (groups == channels) instead of Conv2D(groups=...); "
+    "otherwise avoid jit_compile=True inside call(), or check the model in port mode against a hand-written PyTorch "
+    "twin (port mode carries weights without tf2onnx)")
+
+
 def check_onnx_model(model_proto: Any, step: str) -> None:
     """tf2onnx leaves ops it cannot convert in the graph (continue_on_error); find them before onnx2torch does."""
     import onnx
 
     for node in _all_nodes(model_proto.graph):
         if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
-            raise ConversionError(
-                f"{step}: the TensorFlow op {node.op_type!r} (node {node.name!r}) has no ONNX conversion, so it was "
-                f"left unconverted in the graph.\n"
-                f"What you can do: express it with ops tf2onnx supports, or register a handler for it "
-                f"(tf2onnx.handler.tf_op / custom_op_handlers); see tf2onnx's support_status.md for opset {OPSET}.",
-                step=step, op=node.op_type, opset=OPSET)
+            if node.op_type in NESTED_FUNCTION_CALLS:
+                what, advice = NESTED_FUNCTION_CALL_ADVICE
+            else:
+                what = "has no ONNX conversion, so it was left unconverted in the graph"
+                advice = (f"express it with ops tf2onnx supports, or register a handler for it (tf2onnx.handler.tf_op "
+                          f"/ custom_op_handlers); see tf2onnx's support_status.md for opset {OPSET}")
+            raise ConversionError(f"{step}: the TensorFlow op {node.op_type!r} (node {node.name!r}) {what}.\n"
+                                  f"What you can do: {advice}.", step=step, op=node.op_type, opset=OPSET)
     validate_onnx_model(model_proto, step)
 
 
