@@ -25,7 +25,8 @@ def rows(report_path: Path, junit_path: Path) -> list[dict[str, str]]:
         match = re.match(r"test_(\w+)\[cpu-(.+)\]", name)
         if not match:
             continue
-        family = {"keras_application": "keras.applications", "torchvision_model": "torchvision.models"}.get(
+        family = {"keras_application": "keras.applications", "torchvision_model": "torchvision.models",
+                  "keras_block": "Keras building block", "keras_block_with_token_ids": "Keras building block"}.get(
             match.group(1), match.group(1))
         failure = case.find("failure")
         skipped = case.find("skipped")

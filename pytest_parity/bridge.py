@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity import conversion_cache
+from pytest_parity import conversion_cache, onnx_rewrites
 from pytest_parity.conversion_cache import ConversionCache
 from pytest_parity.errors import ConversionError, FrameworkNotInstalled, ParityUsageError
 from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs
@@ -242,6 +242,7 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
 
     step = f"ONNX -> PyTorch (onnx2torch {_version('onnx2torch')})"
     share_weights_read_twice(model_proto.graph)
+    onnx_rewrites.crop_asymmetric_conv_transpose_pads(model_proto.graph)
     try:
         return torch_adapter.from_onnx(model_proto)
     except FrameworkNotInstalled:

@@ -127,3 +127,12 @@ def test_normalization_layer_constants_stay_constants(parity):
     assert result.passed and set(result.grads) >= {"input"}
     expected = (inputs - 0.5) / 2.0 @ model.layers[-1].kernel.numpy() + model.layers[-1].bias.numpy()
     np.testing.assert_allclose(np.asarray(model(inputs)), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parity
+def test_conv2d_transpose_with_same_padding_and_stride_2(parity):
+    # tf2onnx gives it asymmetric pads (0, 1), which onnx2torch refuses; the bridge crops them after the convolution.
+    model = keras.Sequential([keras.Input((5, 5, 3)), layers.Conv2DTranspose(4, 3, strides=2, padding="same")])
+    result = parity.check(model, inputs=parity.randn(2, 5, 5, 3))
+    assert result.passed and result.outputs.total == 2 * 10 * 10 * 4
+    assert {weight.path for weight in model.weights} <= set(result.grads)

@@ -1,0 +1,56 @@
+"""Exact rewrites of ONNX constructs onnx2torch 1.5.15 cannot import, applied to every graph before the import.
+
+(The weight-sharing rewrite, bridge.share_weights_read_twice, and the PyTorch exporter's own, torch_export, live with
+the code they serve.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Slice's "to the end" for an axis with nothing to crop at its end.
+_TO_THE_END = 2**63 - 1
+
+
+def crop_asymmetric_conv_transpose_pads(graph: Any) -> int:
+    """ConvTranspose with different begin and end pads -> ConvTranspose with the symmetric part + a Slice cropping the
+    rest; returns how many were rewritten.
+
+    onnx2torch raises "ConvTranspose with non symmetrical padding is not implemented" (nn.ConvTranspose2d's padding is
+    symmetric), and tf2onnx emits exactly that for every Keras Conv2DTranspose(padding="same", strides=2) with an odd
+    kernel, the decoder of most U-Nets. A transposed convolution's pads only remove rows and columns from the full
+    output, so cropping them afterwards computes the same values, and the kernel stays one tensor under its name.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    rewritten = 0
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type != "ConvTranspose" or node.domain not in ("", "ai.onnx"):
+            continue
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        if "pads" not in attributes or "output_shape" in attributes:
+            continue
+        pads = list(attributes["pads"].ints)
+        spatial = len(pads) // 2
+        begins, ends = pads[:spatial], pads[spatial:]
+        if begins == ends:
+            continue
+        common = [min(begin, end) for begin, end in zip(begins, ends)]
+        del attributes["pads"].ints[:]
+        attributes["pads"].ints.extend(common + common)
+        cropped_name, prefix = node.output[0], f"{node.name or node.output[0]}_asymmetric_pads"
+        node.output[0] = f"{prefix}_uncropped"
+        starts = [begin - kept for begin, kept in zip(begins, common)]
+        stops = [-(end - kept) if end > kept else _TO_THE_END for end, kept in zip(ends, common)]
+        for suffix, values in (("starts", starts), ("ends", stops), ("axes", list(range(2, 2 + spatial)))):
+            graph.initializer.append(numpy_helper.from_array(np.asarray(values, np.int64), f"{prefix}_{suffix}"))
+        nodes.append(helper.make_node("Slice", [node.output[0], f"{prefix}_starts", f"{prefix}_ends", f"{prefix}_axes"],
+                                      [cropped_name], name=f"{prefix}_crop"))
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return rewritten
