@@ -197,6 +197,8 @@ class TensorFlowModel:
         tf = self.tf
         try:
             import tf2onnx
+
+            from pytest_parity import tf2onnx_handlers  # noqa: F401 - registers handlers for ops tf2onnx lacks
         except ImportError as error:
             raise FrameworkNotInstalled("tensorflow", "tf2onnx", error) from error
         specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype), name=onnx_input_name(name, i))
