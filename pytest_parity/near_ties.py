@@ -3,7 +3,8 @@ inputs and checking again.
 
 At a MaxPool window holding two values equal to within float rounding, or a ReLU input within rounding of 0, the two
 frameworks' few-ulp differences pick different subgradients, so the gradient flows to a different element: the
-outputs agree, a handful of input-gradient elements differ (and the weight gradients they feed). With random weights
+outputs agree, a handful of elements of the input gradient differ (and of the weight gradients they feed; deep in a
+model only the weight gradients, the difference diluted on its way back to the input). With random weights
 and inputs this hits about 2% of checks of a correct CIFAR CNN port, and whether a given near-tie flips depends on
 rounding that changes with thread scheduling, so a CI gate on a correct port would fail now and then.
 

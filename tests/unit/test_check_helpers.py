@@ -219,6 +219,12 @@ def test_sparse_input_gradient_difference_with_agreeing_outputs_gets_the_subgrad
     assert "only 1 of 100 elements of 'input' differ" in subgradient_hint(result)
     assert "hint: the outputs agree" in failure_message(result, "src", "tgt")
     assert subgradient_hint(ParityResult(route=ROUTE, device="cpu", outputs=agreeing, grads={"input": defect})) is None
+    # Deep in a model a ReLU near-tie may show only in weight gradients, diluted on its way back to the input.
+    weight_only = {"input": compare_arrays("input", np.zeros(100), np.zeros(100), atol=1e-4, rtol=1e-3),
+                   "conv/kernel": compare_arrays("conv/kernel", np.r_[np.zeros(99), 1.0], np.zeros(100), atol=1e-4,
+                                                 rtol=1e-3)}
+    assert "of 'conv/kernel' differ" in subgradient_hint(ParityResult(route=ROUTE, device="cpu", outputs=agreeing,
+                                                                      grads=weight_only))
     differing = compare_trees([np.zeros(4)], [np.ones(4)], atol=1e-5, rtol=1e-4)
     assert subgradient_hint(ParityResult(route=ROUTE, device="cpu", outputs=differing, grads={"input": near_tie})) \
         is None
