@@ -366,6 +366,9 @@ def failure_message(result: ParityResult, source_description: str, target_descri
     subgradient = subgradient_hint(result)
     if subgradient:
         lines.append(f"hint: {subgradient}")
+    scale = scale_hint(result)
+    if scale:
+        lines.append(f"hint (scale): {scale}")
     lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
 
@@ -373,6 +376,31 @@ def failure_message(result: ParityResult, source_description: str, target_descri
 # Gradients each differing in fewer than this share of their elements, with the outputs agreeing, are the signature of
 # a near-tie at a non-differentiable point rather than of a wrong layer (which changes most elements).
 SPARSE_GRADIENT_SHARE = 0.05
+
+
+# Differences no larger than this share of a tensor's largest value are float32 rounding in sums at that scale.
+ROUNDING_SHARE = 1e-4
+# From this magnitude on, fixed absolute tolerances (grad_atol 1e-4) sit below float32 rounding of the sums.
+LARGE_MAGNITUDE = 1e3
+
+
+def scale_hint(result: ParityResult) -> str | None:
+    """Every differing tensor differs by rounding-sized amounts of a very large scale: say so, and where it comes from.
+
+    A model whose activations grow far from unit scale (torchvision's Inception3 at its fresh initialisation reaches
+    outputs of 2e8 and gradients of 4e8) has float32 rounding errors of tens or thousands in absolute terms, which
+    elementwise tolerances read as differences; summing in another order (a converted graph) makes them differ."""
+    failing = [*result.outputs.failures, *(c for c in (result.grads or {}).values() if not c.passed)]
+    if not failing or any(c.problem or c.source_max_abs < LARGE_MAGNITUDE
+                          or c.max_abs > ROUNDING_SHARE * c.source_max_abs for c in failing):
+        return None
+    worst = max(failing, key=lambda c: c.max_abs / c.source_max_abs)
+    share = worst.max_abs / worst.source_max_abs
+    return (f"every difference is float32 rounding at the scale of its tensor: {worst.name!r} reaches "
+            f"{worst.source_max_abs:.3g} and differs by at most {worst.max_abs:.3g}, {share:.1g} of that. Values "
+            f"this far from unit scale (check the model's initialisation and normalisation) make "
+            f"absolute and elementwise tolerances meaningless; compare at a realistic scale, or set the tolerances "
+            f"for it (grad_atol, atol)")
 
 
 def subgradient_hint(result: ParityResult) -> str | None:

@@ -171,7 +171,8 @@ def compare_arrays(name: str, actual: Any, expected: Any, *, atol: float, rtol: 
         problems.append(non_finite)
     return Comparison(name=name, passed=mismatched == 0 and dtype_problem is None, max_abs=max_abs, max_rel=max_rel,
                       mismatched=mismatched, total=total, atol=atol, rtol=rtol, max_abs_index=max_abs_index,
-                      max_rel_index=max_rel_index, problem="; ".join(problems) or None, histogram=histogram)
+                      max_rel_index=max_rel_index, problem="; ".join(problems) or None, histogram=histogram,
+                      source_max_abs=float(abs_e.max()) if abs_e.size else 0.0)
 
 
 def _error_histogram(abs_diff: np.ndarray, finite: np.ndarray | None) -> tuple[int, ...]:

@@ -48,10 +48,10 @@ def check_confirming_near_ties(attempt: Callable[[Any], ParityResult], inputs: A
             second = attempt(moved)
         except ParityError as second_failure:
             second_figures = _gradient_figures(second_failure.result) if second_failure.result else "it failed"
-            # The re-check answers the hint's question, so its answer replaces the hint.
+            # The re-check answers the near-tie hint's question, so its answer replaces that hint.
             lines = [line for line in str(failure).splitlines() if not line.startswith("hint: ")]
             lines.append(f"near-tie re-check: with every float input moved by a relative {INPUT_MOVE:g} the "
-                         f"gradients still differ ({second_figures}): not a near-tie, the models differ")
+                         f"gradients still differ ({second_figures}): not a near-tie")
             raise ParityError("\n".join(lines), first).with_traceback(None) from None
         second.notes.append(f"near-tie: on the given inputs {first_figures}, with the outputs agreeing; re-checked "
                             f"with every float input moved by a relative {INPUT_MOVE:g}, which agrees: the figures "

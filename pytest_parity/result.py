@@ -43,6 +43,8 @@ class Comparison:
     # Elementwise |target - source| counted per log-spaced bin (labels: error_histogram_labels()); None when the
     # tensors could not be compared element by element.
     histogram: tuple[int, ...] | None = None
+    # Largest finite |source| element: the scale the differences are read against in the failure's hints.
+    source_max_abs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -69,5 +69,5 @@ def test_a_difference_that_stays_when_the_inputs_move_still_fails(parity):
     source = keras.Sequential([keras.Input((50,)), keras.layers.Dense(3)])
     with pytest.raises(ParityError, match=r"(?s)Mismatched elements: 4 / 200.*near-tie re-check: with every float "
                                           r"input moved by a relative 0.001 the gradients still differ .*not a "
-                                          r"near-tie, the models differ"):
+                                          r"near-tie"):
         parity.check(source, GradientOffAtOneFeature.build(), inputs=parity.randn(4, 50))
