@@ -50,11 +50,26 @@ def rows(report_path: Path, junit_path: Path) -> list[dict[str, str]]:
     return table
 
 
+# Limitations that are upstream's, recognised in the failure text, with the upstream thread to follow.
+UPSTREAM = {
+    "StatefulPartitionedCall": "onnx/tensorflow-onnx#2099, #2347 (Keras runs grouped convolutions through an "
+                               "XLA-compiled function, which tf2onnx does not inline)",
+}
+# The lines of a failure that say why, most telling first.
+CAUSE_PREFIXES = ("hint (scale):", "near-tie re-check:", "hint:", "diagnosis:")
+
+
 def _first_line(failure: ElementTree.Element | None) -> str:
+    """The most telling line of a failure: a hint or diagnosis when the check ran, else its first line."""
     if failure is None:
         return ""
-    text = (failure.get("message") or failure.text or "").strip()
-    return text.splitlines()[0][:200] if text else ""
+    text = (failure.text or failure.get("message") or "").strip()
+    lines = [line.strip().removeprefix("E").strip() for line in text.splitlines()]
+    cause = next((line for prefix in CAUSE_PREFIXES for line in lines if line.startswith(prefix)), None)
+    cause = cause or (text.splitlines()[0] if text else "")
+    upstream = next((link for pattern, link in UPSTREAM.items() if pattern in text), None)
+    cause = cause[:300] + ("..." if len(cause) > 300 else "")
+    return f"{cause} Upstream: {upstream}" if upstream else cause
 
 
 def _figure(value: object) -> str:

@@ -185,7 +185,7 @@ NESTED_FUNCTION_CALLS = ("StatefulPartitionedCall", "PartitionedCall")
 NESTED_FUNCTION_CALL_ADVICE = (
     "is a call of a nested tf.function that tf2onnx could not inline, so it was left unconverted in the graph (Keras "
     "3 runs grouped convolutions, Conv2D/Conv1D with groups > 1 as in ConvNeXt, through an XLA-compiled tf.function, "
-    "which tf2onnx does not inline)",
+    "which tf2onnx does not inline: onnx/tensorflow-onnx#2099)",
     "for a depthwise convolution use keras.layers.DepthwiseConv2D (groups == channels) instead of Conv2D(groups=...); "
     "otherwise avoid jit_compile=True inside call(), or check the model in port mode against a hand-written PyTorch "
     "twin (port mode carries weights without tf2onnx)")
