@@ -289,24 +289,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except OSError as error:
             _report_write_failure(session, exitstatus, f"cannot write the parity baseline to "
                                                        f"{parity_session.baseline_update}: {error}")
-    if parity_session.report_path:
-        from pytest_parity.report import write_json
+    if parity_session.report_path or parity_session.html_path:
+        _write_reports(session, parity_session, exitstatus)
 
-        try:
-            write_json(parity_session.report_path, parity_session.records)
-        except OSError as error:
-            _report_write_failure(session, exitstatus, f"cannot write the parity report to "
-                                                       f"{parity_session.report_path}: {error}")
-            parity_session.report_path = None
-    if parity_session.html_path:
-        from pytest_parity.html_report import write_html
 
+def _write_reports(session: pytest.Session, parity_session: ParitySession, exitstatus: int) -> None:
+    """The JSON and HTML reports asked for; one that cannot be written is reported and left out of the summary."""
+    from pytest_parity.html_report import write_html
+    from pytest_parity.report import write_json
+
+    for what, attribute, write in (("parity report", "report_path", write_json),
+                                   ("parity HTML report", "html_path", write_html)):
+        path = getattr(parity_session, attribute)
+        if not path:
+            continue
         try:
-            write_html(parity_session.html_path, parity_session.records)
+            write(path, parity_session.records)
         except OSError as error:
-            _report_write_failure(session, exitstatus, f"cannot write the parity HTML report to "
-                                                       f"{parity_session.html_path}: {error}")
-            parity_session.html_path = None
+            _report_write_failure(session, exitstatus, f"cannot write the {what} to {path}: {error}")
+            setattr(parity_session, attribute, None)
 
 
 def _report_write_failure(session: pytest.Session, exitstatus: int, what: str) -> None:

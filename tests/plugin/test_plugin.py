@@ -284,23 +284,15 @@ def test_randn_rejects_bad_shapes(pytester):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-def test_unwritable_report_path_is_reported_not_crashed(pytester):
+@pytest.mark.parametrize(("option", "what"), [("--parity-report", "parity report"),
+                                               ("--parity-html", "parity HTML report")])
+def test_unwritable_report_path_is_reported_not_crashed(pytester, option, what):
     pytester.makepyfile("def test_x(): pass")
     blocker = pytester.path / "not_a_dir"
     blocker.write_text("a file where a directory should be")
-    result = pytester.runpytest(f"--parity-report={blocker}/report.json")
+    result = pytester.runpytest(f"{option}={blocker}/report")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(["*pytest-parity: cannot write the parity report to*"])
-    result.stdout.no_fnmatch_line("*INTERNALERROR*")
-
-
-def test_unwritable_html_report_path_is_reported_not_crashed(pytester):
-    pytester.makepyfile("def test_x(): pass")
-    blocker = pytester.path / "not_a_dir"
-    blocker.write_text("a file where a directory should be")
-    result = pytester.runpytest(f"--parity-html={blocker}/report.html")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(["*pytest-parity: cannot write the parity HTML report to*"])
+    result.stdout.fnmatch_lines([f"*pytest-parity: cannot write the {what} to*"])
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
 
