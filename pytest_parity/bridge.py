@@ -178,17 +178,16 @@ def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs) -> 
                    f"({inputs.describe()})", None)
 
 
-# A call of a nested tf.function that tf2onnx did not inline. The usual cause in Keras 3: its TensorFlow backend runs
-# grouped convolutions (Conv1D/2D with groups > 1, as in keras.applications ConvNeXt's depthwise convolution) through a
-# tf.function(jit_compile=True), and functions marked for XLA are not inlined before conversion.
+# A call of a nested tf.function that tf2onnx did not inline. Functions marked for XLA (Keras 3 runs grouped
+# convolutions through one) are already converted again without the marker by the TensorFlow adapter; what reaches
+# this point is a function tf2onnx could not inline for another reason.
 NESTED_FUNCTION_CALLS = ("StatefulPartitionedCall", "PartitionedCall")
 NESTED_FUNCTION_CALL_ADVICE = (
-    "is a call of a nested tf.function that tf2onnx could not inline, so it was left unconverted in the graph (Keras "
-    "3 runs grouped convolutions, Conv2D/Conv1D with groups > 1 as in ConvNeXt, through an XLA-compiled tf.function, "
-    "which tf2onnx does not inline: onnx/tensorflow-onnx#2099)",
-    "for a depthwise convolution use keras.layers.DepthwiseConv2D (groups == channels) instead of Conv2D(groups=...); "
-    "otherwise avoid jit_compile=True inside call(), or check the model in port mode against a hand-written PyTorch "
-    "twin (port mode carries weights without tf2onnx)")
+    "is a call of a nested tf.function that tf2onnx could not inline, so it was left unconverted in the graph "
+    "(onnx/tensorflow-onnx#2099, #2347)",
+    "call the code inside that nested tf.function directly from call() (without @tf.function or jit_compile=True "
+    "around it), or check the model in port mode against a hand-written PyTorch twin (port mode carries weights "
+    "without tf2onnx)")
 
 
 def check_onnx_model(model_proto: Any, step: str) -> None:

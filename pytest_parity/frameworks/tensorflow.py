@@ -211,10 +211,52 @@ class TensorFlowModel:
 
         with tf.device("/CPU:0"):
             model_proto, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=opset)
+            if any(node.op_type in XLA_FUNCTION_CALLS for node in model_proto.graph.node):
+                model_proto = self._to_onnx_inlining_xla_functions(forward, opset)
             captured = {internal.name: external for external, internal in forward.get_concrete_function().graph.captures
                         if external.dtype != tf.resource}
         _captured_constants_to_initializers(model_proto, {spec.name for spec in specs}, captured)
         return model_proto
+
+    def _to_onnx_inlining_xla_functions(self, forward: Any, opset: int) -> Any:
+        """tf2onnx.convert.from_function's own steps (freeze, Grappler, convert), with the XLA markers that kept a
+        nested function from being inlined removed in between (see _strip_xla_markers)."""
+        import tf2onnx
+        from tf2onnx import tf_loader
+
+        tf = self.tf
+        concrete = forward.get_concrete_function()
+        input_names = [t.name for t in concrete.inputs if t.dtype != tf.resource]
+        output_names = [t.name for t in concrete.outputs if t.dtype != tf.resource]
+        graph_def = tf_loader.from_function(concrete, input_names, output_names)
+        _strip_xla_markers(graph_def)
+        with tf.Graph().as_default():  # Grappler runs on a graph, not eagerly
+            graph_def = tf_loader.tf_optimize(input_names, output_names, graph_def)
+        renames = tf2onnx.convert.tensor_names_from_structed(concrete, input_names, output_names)
+        model_proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names, output_names=output_names,
+                                                        opset=opset, tensors_to_rename=renames)
+        return model_proto
+
+
+# Calls of nested tf.functions that tf2onnx leaves in the graph when it could not inline them.
+XLA_FUNCTION_CALLS = ("StatefulPartitionedCall", "PartitionedCall")
+
+
+def _strip_xla_markers(graph_def: Any) -> None:
+    """Keras 3's TensorFlow backend runs grouped convolutions (Conv2D/Conv1D with groups > 1, e.g. ConvNeXt's
+    depthwise convolution) through a tf.function(jit_compile=True): its function is marked _XlaMustCompile and
+    _noinline, so Grappler does not inline it and tf2onnx leaves a StatefulPartitionedCall it cannot convert
+    (onnx/tensorflow-onnx#2099, #2347). Without the markers the body is inlined and converts as plain ops (a grouped
+    Conv); the markers only decide how TensorFlow would compile the function, not what it computes."""
+    markers = ("_XlaMustCompile", "_noinline")
+    for function in graph_def.library.function:
+        for marker in markers:
+            if marker in function.attr:
+                del function.attr[marker]
+    for node in [*graph_def.node, *(node for function in graph_def.library.function for node in function.node_def)]:
+        for marker in markers:
+            if marker in node.attr:
+                del node.attr[marker]
 
 
 def _captured_constants_to_initializers(model_proto: Any, input_names: set[str], captured: dict[str, Any]) -> None:

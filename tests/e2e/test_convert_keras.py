@@ -145,3 +145,13 @@ def test_exact_gelu_converts_through_our_erfc_handler(parity):
     inputs = parity.randn(4, 16) * 3  # reaching the tails, where 1 - erf(x) and erfc(x) part most
     result = parity.check(model, inputs=inputs)
     assert result.passed and result.outputs.max_abs < 1e-5
+
+
+@pytest.mark.parity
+def test_grouped_convolution_that_keras_compiles_with_xla_converts(parity):
+    # Keras 3 runs Conv2D(groups > 1) through a tf.function(jit_compile=True) that tf2onnx does not inline
+    # (onnx/tensorflow-onnx#2099); the adapter converts again with the XLA markers removed.
+    model = keras.Sequential([keras.Input((8, 8, 4)), layers.Conv2D(8, 3, groups=2), layers.Conv2D(4, 1, groups=4)])
+    result = parity.check(model, inputs=parity.randn(2, 8, 8, 4))
+    assert result.passed and result.route == "tensorflow -> onnx -> torch"
+    assert {weight.path for weight in model.weights} <= set(result.grads)

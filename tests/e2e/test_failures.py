@@ -111,16 +111,6 @@ def test_an_op_tf2onnx_cannot_convert_names_the_op_the_step_and_the_opset():
     assert "the TensorFlow op 'Betainc'" in message and "opset 17" in message and "What you can do" in message
 
 
-def test_a_grouped_keras_convolution_names_the_xla_function_tf2onnx_cannot_inline():
-    model = keras.Sequential([keras.Input((8, 8, 4)), layers.Conv2D(8, 3, groups=2)])
-    with pytest.raises(ConversionError) as failure:
-        check(model, RNG.standard_normal((2, 8, 8, 4)).astype(np.float32))
-    message = str(failure.value)
-    assert failure.value.op == "StatefulPartitionedCall"
-    assert "nested tf.function that tf2onnx could not inline" in message and "groups > 1" in message
-    assert "keras.layers.DepthwiseConv2D" in message and "port mode" in message
-
-
 def build_sinh_model(name):
     # onnx2torch has no converter for ONNX Sinh (LSTM, the earlier example, now converts through our own).
     return keras.Sequential([keras.Input((4,)), layers.Dense(3), layers.Lambda(lambda x: keras.ops.sinh(x))],

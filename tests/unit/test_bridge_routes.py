@@ -88,3 +88,17 @@ def test_capture_failure_quotes_the_users_line():
     message = str(failure.value)
     assert "it branches on a tensor's value at /m.py:12 (if x.max() > 1:)" in message
     assert "\x1b" not in message
+
+
+def test_a_nested_function_call_left_in_the_graph_names_the_cause_and_what_to_do():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("StatefulPartitionedCall", ["x"], ["y"], name="model/conv/call")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    with pytest.raises(ConversionError) as failure:
+        bridge.check_onnx_model(helper.make_model(graph), "TensorFlow -> ONNX (tf2onnx)")
+    message = str(failure.value)
+    assert failure.value.op == "StatefulPartitionedCall" and "'model/conv/call'" in message
+    assert "nested tf.function that tf2onnx could not inline" in message and "port mode" in message
