@@ -2,6 +2,7 @@
 
     pytest tests/coverage -m coverage --parity-report=coverage.json --junitxml=coverage.xml
     python benchmarks/coverage_table.py coverage.json coverage.xml
+    python benchmarks/coverage_table.py coverage-reports/      # the chunks of benchmarks/coverage_sweep.py
 
 The JSON parity report gives the figures of every check that ran to a comparison; JUnit XML gives the outcome and the
 failure message of every test, including those that stopped before a comparison (a converter that refused an op).
@@ -16,18 +17,37 @@ import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+FAMILIES = {"keras_application": "keras.applications", "torchvision_model": "torchvision.models",
+            "keras_block": "Keras building block", "keras_block_with_token_ids": "Keras building block"}
+TEST_NAME = re.compile(r"test_(\w+)\[cpu-(.+)\]")
+
+
+def rows_from_directory(directory: Path) -> list[dict[str, str]]:
+    """The rows of every chunkNNN.json / chunkNNN.xml pair in ``directory`` (benchmarks/coverage_sweep.py), plus a
+    row for each test whose chunk did not finish (not_finished.json: node id -> why)."""
+    table: list[dict[str, str]] = []
+    for junit in sorted(directory.glob("*.xml")):
+        table += rows(junit.with_suffix(".json"), junit)
+    not_finished = directory / "not_finished.json"
+    for node, reason in (json.loads(not_finished.read_text()) if not_finished.exists() else {}).items():
+        match = TEST_NAME.search(node)
+        if match:
+            table.append({"family": FAMILIES.get(match.group(1), match.group(1)), "model": match.group(2),
+                          "converts": "-", "outputs": "-", "gradients": "-", "worst": "-", "conversion_s": "-",
+                          "cause": f"not run to the end: {reason}"})
+    return table
+
 
 def rows(report_path: Path, junit_path: Path) -> list[dict[str, str]]:
-    records = {entry["nodeid"].split("::")[-1]: entry for entry in json.loads(report_path.read_text())["results"]}
+    results = json.loads(report_path.read_text())["results"] if report_path.exists() else []
+    records = {entry["nodeid"].split("::")[-1]: entry for entry in results}
     table = []
     for case in ElementTree.parse(junit_path).getroot().iter("testcase"):
         name = case.get("name", "")
-        match = re.match(r"test_(\w+)\[cpu-(.+)\]", name)
+        match = TEST_NAME.match(name)
         if not match:
             continue
-        family = {"keras_application": "keras.applications", "torchvision_model": "torchvision.models",
-                  "keras_block": "Keras building block", "keras_block_with_token_ids": "Keras building block"}.get(
-            match.group(1), match.group(1))
+        family = FAMILIES.get(match.group(1), match.group(1))
         failure = case.find("failure")
         skipped = case.find("skipped")
         entry = records.get(name)
@@ -82,19 +102,26 @@ def _sortable(value: object) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report", type=Path)
-    parser.add_argument("junit", type=Path)
+    parser.add_argument("paths", type=Path, nargs="+", help="report.json report.xml, or a directory of chunks")
     args = parser.parse_args()
-    table = rows(args.report, args.junit)
+    if len(args.paths) == 1:
+        print_table(rows_from_directory(args.paths[0]))
+    else:
+        print_table(rows(*args.paths))
+
+
+def print_table(table: list[dict[str, str]]) -> None:
     print("| family | model | converts | outputs agree | gradients agree | worst output / gradient (max abs) | "
           "conversion s | cause of failure |")
     print("|---|---|---|---|---|---|---|---|")
     for row in table:
         print(f"| {row['family']} | {row['model']} | {row['converts']} | {row['outputs']} | {row['gradients']} | "
               f"{row['worst']} | {row['conversion_s']} | {row['cause'].replace('|', '/')} |")
-    agreeing = sum(1 for row in table if row["outputs"] == row["gradients"] == "yes")
-    converting = sum(1 for row in table if row["converts"] == "yes")
-    print(f"\n{converting} of {len(table)} convert, {agreeing} of {len(table)} agree in outputs and gradients")
+    ran = [row for row in table if not row["cause"].startswith("skipped")]
+    agreeing = sum(1 for row in ran if row["outputs"] == row["gradients"] == "yes")
+    converting = sum(1 for row in ran if row["converts"] == "yes")
+    print(f"\n{converting} of {len(ran)} convert, {agreeing} of {len(ran)} agree in outputs and gradients "
+          f"({len(table) - len(ran)} skipped)")
 
 
 if __name__ == "__main__":
