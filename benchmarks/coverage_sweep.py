@@ -59,11 +59,15 @@ def chunks(ids: list[tuple[str, str]]) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("coverage-reports"))
+    parser.add_argument("--only", default="", help="comma-separated test functions to run, e.g. "
+                                                   "test_torchvision_model,test_keras_block (default: all)")
     args = parser.parse_args()
+    wanted = [name for name in args.only.split(",") if name]
     args.out.mkdir(parents=True, exist_ok=True)
     killed: dict[str, str] = {}
     started = time.perf_counter()
-    for index, group in enumerate(chunks(test_ids())):
+    ids = [(name, node) for name, node in test_ids() if not wanted or any(f"::{w}[" in node for w in wanted)]
+    for index, group in enumerate(chunks(ids)):
         stem = args.out / f"chunk{index:03d}"
         run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "coverage",
                               f"--parity-report={stem}.json", f"--junitxml={stem}.xml", *group], cwd=ROOT,

@@ -117,11 +117,11 @@ def print_table(table: list[dict[str, str]]) -> None:
     for row in table:
         print(f"| {row['family']} | {row['model']} | {row['converts']} | {row['outputs']} | {row['gradients']} | "
               f"{row['worst']} | {row['conversion_s']} | {row['cause'].replace('|', '/')} |")
-    ran = [row for row in table if not row["cause"].startswith("skipped")]
+    ran = [row for row in table if not row["cause"].startswith(("skipped", "not run:"))]
     agreeing = sum(1 for row in ran if row["outputs"] == row["gradients"] == "yes")
     converting = sum(1 for row in ran if row["converts"] == "yes")
     print(f"\n{converting} of {len(ran)} convert, {agreeing} of {len(ran)} agree in outputs and gradients "
-          f"({len(table) - len(ran)} skipped)")
+          f"({len(table) - len(ran)} skipped or not run)")
 
 
 if __name__ == "__main__":
