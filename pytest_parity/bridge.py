@@ -242,6 +242,7 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
     step = f"ONNX -> PyTorch (onnx2torch {_version('onnx2torch')})"
     share_weights_read_twice(model_proto.graph)
     onnx_rewrites.crop_asymmetric_conv_transpose_pads(model_proto.graph)
+    onnx_rewrites.fill_omitted_clip_bounds(model_proto.graph)
     try:
         return torch_adapter.from_onnx(model_proto)
     except FrameworkNotInstalled:
@@ -249,7 +250,8 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
     except NotImplementedError as error:
         found = _MISSING_CONVERTER.search(str(error))
         if not found:
-            raise ConversionError(f"{step} failed: {_first_line(error)}", step=step, opset=OPSET) from None
+            raise ConversionError(_converter_refused_node(step, error), step=step, opset=OPSET,
+                                  op=_failing_onnx2torch_node(error)[1]) from None
         op, version = found["op"], int(found["version"])
         nodes = [n.name for n in _all_nodes(model_proto.graph) if n.op_type == op][:3]
         raise ConversionError(
@@ -259,8 +261,37 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
             f"operation_type={op!r}, version={version}) before the check, or avoid the layer that produces it.",
             step=step, op=op, opset=OPSET) from None
     except Exception as error:
-        raise ConversionError(f"{step} failed: {type(error).__name__}: {_first_line(error)}", step=step,
-                              opset=OPSET) from None
+        node_name, op = _failing_onnx2torch_node(error)
+        where = f" at node {node_name!r} (ONNX op {op})" if op else ""
+        raise ConversionError(f"{step} failed{where}: {type(error).__name__}: {_first_line(error)}", step=step,
+                              op=op, opset=OPSET) from None
+
+
+def _failing_onnx2torch_node(error: BaseException) -> tuple[str | None, str | None]:
+    """(node name, op type) of the ONNX node onnx2torch was converting when it raised, or (None, None).
+
+    onnx2torch's messages ("Dynamic value of min/max is not implemented") do not say which node; its convert() loop
+    holds the node in a local variable, onnx_node, in the frame the error passed through.
+    """
+    traceback = error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        node = frame.f_locals.get("onnx_node") if frame.f_globals.get("__name__") == "onnx2torch.converter" else None
+        if node is not None:
+            return getattr(node, "name", None), getattr(node, "operation_type", None)
+        traceback = traceback.tb_next
+    return None, None
+
+
+def _converter_refused_node(step: str, error: BaseException) -> str:
+    """The message for an onnx2torch converter that exists but refuses this node's attributes or inputs."""
+    node_name, op = _failing_onnx2torch_node(error)
+    where = f"onnx2torch's converter for the ONNX op {op} refused node {node_name!r}" if op else "onnx2torch refused a node"
+    return (f"{step}: {where}: {_first_line(error)}.\n"
+            f"What you can do: express that computation differently in the model (for example with constant bounds, "
+            f"symmetric padding or the default mode), or rewrite the node in the ONNX graph before the import; "
+            f"onnx2torch's own converter for {op or 'the op'} cannot be replaced through add_converter, which refuses "
+            f"a registered op.")
 
 
 # onnx2torch converters that need an input to be an initializer: they copy it into their module's own nn.Parameter

@@ -54,3 +54,43 @@ def crop_asymmetric_conv_transpose_pads(graph: Any) -> int:
         del graph.node[:]
         graph.node.extend(nodes)
     return rewritten
+
+
+def fill_omitted_clip_bounds(graph: Any) -> int:
+    """Clip with an omitted bound ("" in its inputs) -> Clip with that bound given as an unbounded constant (-inf for
+    min, +inf for max; an integer type's limits); returns how many were rewritten.
+
+    torch.onnx.export writes torch.clamp(x, max=m) as Clip(x, "", m), with the empty name ONNX uses for an omitted
+    optional input, and onnx2torch 1.5.15 looks "" up as a constant, fails, and reports "Dynamic value of min/max is
+    not implemented" (every Swin V2 block clamps its logit scale this way). Clamping at -inf/+inf is no clamping, so
+    values and gradients stay those of the one-sided clamp. The filled bound takes the dtype of the given one (Clip's
+    bounds share the input's type); a Clip whose given bound is computed at run time is left for onnx2torch to refuse.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    dtypes = {initializer.name: initializer.data_type for initializer in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            dtypes[node.output[0]] = node.attribute[0].t.data_type
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type != "Clip" or node.domain not in ("", "ai.onnx") or "" not in list(node.input)[1:]:
+            continue
+        given = [name for name in list(node.input)[1:] if name]
+        if not given:  # Clip(x, "", "") clamps nothing
+            del node.input[1:]
+            rewritten += 1
+            continue
+        if given[0] not in dtypes:
+            continue
+        numpy_dtype = helper.tensor_dtype_to_np_dtype(dtypes[given[0]])
+        limits = np.iinfo(numpy_dtype) if np.issubdtype(numpy_dtype, np.integer) else None
+        lowest, highest = (limits.min, limits.max) if limits is not None else (-np.inf, np.inf)
+        for position, unbounded in ((1, lowest), (2, highest)):
+            if position < len(node.input) and node.input[position] == "":
+                name = f"{node.name or node.output[0]}_{'min' if position == 1 else 'max'}_omitted"
+                graph.initializer.append(numpy_helper.from_array(np.asarray(unbounded, numpy_dtype), name))
+                node.input[position] = name
+        rewritten += 1
+    return rewritten
