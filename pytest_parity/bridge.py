@@ -286,7 +286,8 @@ def _failing_onnx2torch_node(error: BaseException) -> tuple[str | None, str | No
 def _converter_refused_node(step: str, error: BaseException) -> str:
     """The message for an onnx2torch converter that exists but refuses this node's attributes or inputs."""
     node_name, op = _failing_onnx2torch_node(error)
-    where = f"onnx2torch's converter for the ONNX op {op} refused node {node_name!r}" if op else "onnx2torch refused a node"
+    where = (f"onnx2torch's converter for the ONNX op {op} refused node {node_name!r}" if op
+             else "onnx2torch refused a node")
     return (f"{step}: {where}: {_first_line(error)}.\n"
             f"What you can do: express that computation differently in the model (for example with constant bounds, "
             f"symmetric padding or the default mode), or rewrite the node in the ONNX graph before the import; "

@@ -84,22 +84,34 @@ def _require_device(framework: str, device: str) -> None:
         raise DeviceUnavailable(reason)
 
 
-def randomize_constant_weights(adapter: ModelAdapter, rng: np.random.Generator) -> dict[str, np.ndarray]:
+# How far randomize_constant_weights moves initializer-pattern weights: zeros -> N(0, ZERO_STD), other values times
+# U(1 - SCALE_SPREAD, 1 + SCALE_SPREAD). Small on purpose: the values only need to be distinct and non-trivial (a
+# dropped bias of 0.01 is still 1000x the default atol), while BatchNormalization's gain gamma / sqrt(variance)
+# compounds through depth. With the first choice, N(0, 0.1) and U(0.5, 1.5), channel gains reached 2.1 and an untrained
+# EfficientNetV2M's logits reached 1e5, a saturated softmax whose winning class float32 rounding decided
+# (benchmarks/randomized_weight_scale.py measures every architecture of the coverage suite).
+ZERO_STD = 0.01
+SCALE_SPREAD = 0.1
+
+
+def randomize_constant_weights(adapter: ModelAdapter, rng: np.random.Generator, *, zero_std: float = ZERO_STD,
+                               scale_spread: float = SCALE_SPREAD) -> dict[str, np.ndarray]:
     """Give initializer-pattern weights seeded random values; returns the originals so the caller can restore them.
 
     Initializer patterns are all-constant weights (zero biases, BN moving means, unit scales and variances) and weights
     of only zeros and ones (Keras' LSTM bias with unit_forget_bias is [0, 1, 0, 0] blocks): converters drop or fold
     them, and tf2onnx merges equal ones into one tensor, so two layers would share a bias in the converted model.
-    Zeros get N(0, 0.1); other values are scaled by U(0.5, 1.5) elementwise, which keeps their sign, so variances stay
-    positive. A single-element weight counts only when it is exactly 0 or 1: any other scalar was probably set on
-    purpose.
+    Zeros get N(0, zero_std); other values are scaled elementwise by U(1 - scale_spread, 1 + scale_spread), which
+    keeps their sign, so variances stay positive. A single-element weight counts only when it is exactly 0 or 1: any
+    other scalar was probably set on purpose.
     """
     originals: dict[str, np.ndarray] = {}
     replacements: dict[str, np.ndarray] = {}
     for name, value in adapter.weights().items():
         if value.size == 0 or not _initializer_pattern(value):
             continue
-        fresh = np.where(value == 0, rng.normal(0.0, 0.1, value.shape), value * rng.uniform(0.5, 1.5, value.shape))
+        fresh = np.where(value == 0, rng.normal(0.0, zero_std, value.shape),
+                         value * rng.uniform(1.0 - scale_spread, 1.0 + scale_spread, value.shape))
         originals[name] = value
         replacements[name] = fresh.astype(value.dtype)
     if replacements:

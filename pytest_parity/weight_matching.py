@@ -15,9 +15,9 @@ is also looked for in parts of tensors laid out like ONNX recurrent inputs (one 
 row read as [2, n]), with the gate blocks along one axis in one of the known gate orders. Only sources without an
 exact plain match are searched this way, which keeps the common case as fast as before.
 
-A target tensor that is *almost* equal to a source weight (within ``NEAR_MATCH_FRACTION`` of its largest element) is
-still matched, so that a conversion which altered a weight shows up as that weight differing, by name, instead of as an
-unexplained output difference.
+A target tensor that is *almost* equal to a source weight (within ``NEAR_MATCH_FRACTION`` of its largest element, and
+in most elements within ``DENSE_NEAR_FRACTION``) is still matched, so that a conversion which altered a weight shows
+up as that weight differing, by name, instead of as an unexplained output difference.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NEAR_MATCH_FRACTION = 0.1
+# ... provided it differs in at most half of its elements (a converter altered some), or everywhere by no more than
+# DENSE_NEAR_FRACTION of its largest element (rounding, a cast). A tensor a converter derived from a randomized weight
+# is neither: tf2onnx folds a BatchNormalization's gamma * rsqrt(variance + eps), within 5% of gamma in every element
+# (check.SCALE_SPREAD), and must not pass for an altered gamma.
+DENSE_NEAR_FRACTION = 0.01
 
 # Gate-block orders a converter may apply to a recurrent weight, as "target block j holds source block order[j]".
 GATE_ORDERS: dict[int, tuple[tuple[int, ...], ...]] = {
@@ -155,22 +160,29 @@ class _Candidate:
     box: Box
 
 
-def _distance(moved: np.ndarray, view: _View, threshold: float) -> float | None:
-    """Largest absolute difference, or None when it exceeds ``threshold``; a sample is checked first."""
+def _distance(moved: np.ndarray, view: _View, threshold: float, dense_threshold: float) -> float | None:
+    """Largest absolute difference, or None when it exceeds ``threshold``, or ``dense_threshold`` in more than half of
+    the elements; a sample is checked first."""
     if moved.size > _SAMPLE:
         # Spread over the whole tensor: a prefix would lie in the first gate block, which no gate order moves.
         picks = np.linspace(0, moved.size - 1, _SAMPLE).astype(np.intp)
         sample = np.abs(moved.flat[picks].astype(np.float64) - view.values.flat[picks].astype(np.float64))
         if float(np.max(sample)) > threshold:
             return None
-    distance = float(np.max(np.abs(moved.astype(np.float64) - view.float64), initial=0.0))
-    return distance if distance <= threshold else None
+    differences = np.abs(moved.astype(np.float64) - view.float64)
+    distance = float(np.max(differences, initial=0.0))
+    if distance > threshold:
+        return None
+    if distance > dense_threshold and np.count_nonzero(differences) > differences.size / 2:
+        return None
+    return distance
 
 
 def _candidates(source_name: str, source_value: np.ndarray, source_order: int, views: list[tuple[int, _View]],
                 structured_views: bool, gates: bool) -> list[_Candidate]:
     scale = float(np.max(np.abs(source_value))) if source_value.size else 0.0
     threshold = NEAR_MATCH_FRACTION * scale if scale > 0 else 0.0
+    dense_threshold = DENSE_NEAR_FRACTION * scale if scale > 0 else 0.0
     source_core = source_value.reshape(_without_unit_axes(source_value.shape))
     found = []
     for view_order, view in views:
@@ -185,7 +197,7 @@ def _candidates(source_name: str, source_value: np.ndarray, source_order: int, v
                     for order in (o for count, orders in GATE_ORDERS.items() if size % count == 0 for o in orders):
                         arrangements.append((axis, order, _reorder_blocks(moved, axis, order)))
             for gate_axis, gate_order, arranged in arrangements:
-                distance = _distance(arranged, view, threshold)
+                distance = _distance(arranged, view, threshold, dense_threshold)
                 if distance is None:
                     continue
                 match = WeightMatch(source_name, view.target_name, permutation, tuple(source_value.shape),

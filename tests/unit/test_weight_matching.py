@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_parity.weight_matching import NEAR_MATCH_FRACTION, WeightMatch, WeightMatching, match_weights
+from pytest_parity.weight_matching import (
+    DENSE_NEAR_FRACTION,
+    NEAR_MATCH_FRACTION,
+    WeightMatch,
+    WeightMatching,
+    match_weights,
+)
 
 
 @pytest.fixture
@@ -118,6 +124,26 @@ def test_near_match_prefers_the_closest_candidate_over_a_looser_decoy(rng):
     decoy = a + np.float32(0.5 * NEAR_MATCH_FRACTION * scale)
     matching = match_weights({"a": a}, {"decoy": decoy, "altered": altered})
     assert _pairs(matching) == {"a": "altered"}
+
+
+def test_a_tensor_folded_from_a_randomized_batchnorm_scale_is_not_taken_for_an_altered_copy(rng):
+    # tf2onnx folds gamma * rsqrt(variance + eps) into one tensor; with gamma and variance randomized around 1 by
+    # check.SCALE_SPREAD, it lies within NEAR_MATCH_FRACTION of gamma in every element.
+    gamma = rng.uniform(0.9, 1.1, 16).astype(np.float32)
+    variance = rng.uniform(0.9, 1.1, 16).astype(np.float32)
+    folded = (gamma / np.sqrt(variance + 1e-3)).astype(np.float32)
+    assert np.max(np.abs(folded - gamma)) < NEAR_MATCH_FRACTION * np.max(gamma)
+    matching = match_weights({"gamma": gamma, "variance": variance}, {"folded_scale": folded})
+    assert matching.matches == []
+    assert set(matching.unmatched) == {"gamma", "variance"}
+
+
+def test_a_copy_rounded_everywhere_within_the_dense_fraction_is_still_matched(rng):
+    (a,) = _weights(rng, (6, 5))
+    scale = float(np.max(np.abs(a)))
+    rounded = a + np.float32(0.5 * DENSE_NEAR_FRACTION * scale) * np.sign(a)
+    matching = match_weights({"a": a}, {"t": rounded})
+    assert _pairs(matching) == {"a": "t"}
 
 
 def test_exact_copies_win_over_near_ones(rng):
