@@ -193,14 +193,14 @@ class TensorFlowModel:
 
     # -- export ----------------------------------------------------------------------------------------------
     def to_onnx(self, inputs: ModelInputs, opset: int) -> Any:
-        """TF -> ONNX through tf2onnx.from_function with a static signature (from_keras fails on Keras 3)."""
+        """TF -> ONNX through tf2onnx with a static signature (from_keras fails on Keras 3); see tf_export."""
         tf = self.tf
         try:
-            import tf2onnx
-
-            from pytest_parity import tf2onnx_handlers  # noqa: F401 - registers handlers for ops tf2onnx lacks
+            import tf2onnx  # noqa: F401 - tf_export imports its parts
         except ImportError as error:
             raise FrameworkNotInstalled("tensorflow", "tf2onnx", error) from error
+        from pytest_parity import tf_export
+
         specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype), name=onnx_input_name(name, i))
                  for i, (name, a) in enumerate(zip(inputs.names, inputs.arrays))]
 
@@ -209,75 +209,9 @@ class TensorFlowModel:
         def forward(*tensors: Any) -> Any:
             return self._sorted_tree(self._call(inputs, list(tensors)))
 
-        with tf.device("/CPU:0"):
-            model_proto, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=opset)
-            if any(node.op_type in XLA_FUNCTION_CALLS for node in model_proto.graph.node):
-                model_proto = self._to_onnx_inlining_xla_functions(forward, opset)
-            captured = {internal.name: external for external, internal in forward.get_concrete_function().graph.captures
-                        if external.dtype != tf.resource}
-        _captured_constants_to_initializers(model_proto, {spec.name for spec in specs}, captured)
-        return model_proto
-
-    def _to_onnx_inlining_xla_functions(self, forward: Any, opset: int) -> Any:
-        """tf2onnx.convert.from_function's own steps (freeze, Grappler, convert), with the XLA markers that kept a
-        nested function from being inlined removed in between (see _strip_xla_markers)."""
-        import tf2onnx
-        from tf2onnx import tf_loader
-
-        tf = self.tf
-        concrete = forward.get_concrete_function()
-        input_names = [t.name for t in concrete.inputs if t.dtype != tf.resource]
-        output_names = [t.name for t in concrete.outputs if t.dtype != tf.resource]
-        graph_def = tf_loader.from_function(concrete, input_names, output_names)
-        _strip_xla_markers(graph_def)
-        with tf.Graph().as_default():  # Grappler runs on a graph, not eagerly
-            graph_def = tf_loader.tf_optimize(input_names, output_names, graph_def)
-        renames = tf2onnx.convert.tensor_names_from_structed(concrete, input_names, output_names)
-        model_proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names, output_names=output_names,
-                                                        opset=opset, tensors_to_rename=renames)
-        return model_proto
-
-
-# Calls of nested tf.functions that tf2onnx leaves in the graph when it could not inline them.
-XLA_FUNCTION_CALLS = ("StatefulPartitionedCall", "PartitionedCall")
-
-
-def _strip_xla_markers(graph_def: Any) -> None:
-    """Keras 3's TensorFlow backend runs grouped convolutions (Conv2D/Conv1D with groups > 1, e.g. ConvNeXt's
-    depthwise convolution) through a tf.function(jit_compile=True): its function is marked _XlaMustCompile and
-    _noinline, so Grappler does not inline it and tf2onnx leaves a StatefulPartitionedCall it cannot convert
-    (onnx/tensorflow-onnx#2099, #2347). Without the markers the body is inlined and converts as plain ops (a grouped
-    Conv); the markers only decide how TensorFlow would compile the function, not what it computes."""
-    markers = ("_XlaMustCompile", "_noinline")
-    for function in graph_def.library.function:
-        for marker in markers:
-            if marker in function.attr:
-                del function.attr[marker]
-    for node in [*graph_def.node, *(node for function in graph_def.library.function for node in function.node_def)]:
-        for marker in markers:
-            if marker in node.attr:
-                del node.attr[marker]
-
-
-def _captured_constants_to_initializers(model_proto: Any, input_names: set[str], captured: dict[str, Any]) -> None:
-    """tf2onnx freezes captured variables but leaves captured eager tensors (e.g. the mean and variance a Keras
-    Normalization layer keeps as tensors, in every keras.applications EfficientNet) as extra graph inputs, which the
-    converted model would then demand as arguments. Give them their captured values as initializers."""
-    from onnx import numpy_helper
-
-    extra = [value for value in model_proto.graph.input if value.name not in input_names]
-    unknown = [value.name for value in extra if value.name not in captured]
-    if unknown:
-        from pytest_parity.errors import ConversionError
-
-        raise ConversionError(
-            f"TensorFlow -> ONNX (tf2onnx): the exported graph has inputs that are not the model's inputs and not "
-            f"values the model captured: {', '.join(unknown)}.\nWhat you can do: make sure the model's call() takes "
-            f"all its inputs as arguments (pass the same structure as inputs=...).",
-            step="TensorFlow -> ONNX (tf2onnx)")
-    for value in extra:
-        model_proto.graph.initializer.append(numpy_helper.from_array(np.asarray(captured[value.name]), value.name))
-        model_proto.graph.input.remove(value)
+        weight_bytes = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in self._variables.values())
+        tf_export.refuse_if_memory_is_short(weight_bytes, self.description)
+        return tf_export.export(tf, forward, specs, opset)
 
 
 def _to_numpy(tree: Any) -> Any:
