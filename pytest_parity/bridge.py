@@ -179,8 +179,8 @@ def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs) -> 
 
 
 # A call of a nested tf.function that tf2onnx did not inline. Functions marked for XLA (Keras 3 runs grouped
-# convolutions through one) are already converted again without the marker by the TensorFlow adapter; what reaches
-# this point is a function tf2onnx could not inline for another reason.
+# convolutions through one) have their markers removed before conversion (tf_export); what reaches this point is a
+# function tf2onnx could not inline for another reason.
 NESTED_FUNCTION_CALLS = ("StatefulPartitionedCall", "PartitionedCall")
 NESTED_FUNCTION_CALL_ADVICE = (
     "is a call of a nested tf.function that tf2onnx could not inline, so it was left unconverted in the graph "
@@ -250,8 +250,9 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
     except NotImplementedError as error:
         found = _MISSING_CONVERTER.search(str(error))
         if not found:
-            raise ConversionError(_converter_refused_node(step, error), step=step, opset=OPSET,
-                                  op=_failing_onnx2torch_node(error)[1]) from None
+            node_name, op = _failing_onnx2torch_node(error)
+            raise ConversionError(_converter_refused_node(step, error, node_name, op), step=step, op=op,
+                                  opset=OPSET) from None
         op, version = found["op"], int(found["version"])
         nodes = [n.name for n in _all_nodes(model_proto.graph) if n.op_type == op][:3]
         raise ConversionError(
@@ -283,16 +284,15 @@ def _failing_onnx2torch_node(error: BaseException) -> tuple[str | None, str | No
     return None, None
 
 
-def _converter_refused_node(step: str, error: BaseException) -> str:
+def _converter_refused_node(step: str, error: BaseException, node_name: str | None, op: str | None) -> str:
     """The message for an onnx2torch converter that exists but refuses this node's attributes or inputs."""
-    node_name, op = _failing_onnx2torch_node(error)
     where = (f"onnx2torch's converter for the ONNX op {op} refused node {node_name!r}" if op
              else "onnx2torch refused a node")
-    return (f"{step}: {where}: {_first_line(error)}.\n"
+    return (f"{step}: {where}: {_first_line(error).rstrip('.')}.\n"
             f"What you can do: express that computation differently in the model (for example with constant bounds, "
-            f"symmetric padding or the default mode), or rewrite the node in the ONNX graph before the import; "
-            f"onnx2torch's own converter for {op or 'the op'} cannot be replaced through add_converter, which refuses "
-            f"a registered op.")
+            f"symmetric padding or the default mode). onnx2torch's own converter for {op or 'the op'} cannot be "
+            f"replaced through add_converter (it refuses an op already registered): a fix belongs in onnx2torch, or "
+            f"in an exact graph rewrite before the import (pytest_parity/onnx_rewrites.py).")
 
 
 # onnx2torch converters that need an input to be an initializer: they copy it into their module's own nn.Parameter

@@ -14,6 +14,7 @@ tf2onnx.convert.from_function does the same steps; they are spelled out here for
   the collections the whole export peaks 15 GB above the built model. They are made for large graphs only
   (LARGE_GRAPH_BYTES): in a test session's large heap one collection takes long enough to make a small model's
   conversion several times slower.
+
 Everything TensorFlow/tf2onnx is imported inside functions.
 """
 
@@ -25,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-# Calls of nested tf.functions that tf2onnx leaves in the graph when it could not inline them.
-XLA_FUNCTION_CALLS = ("StatefulPartitionedCall", "PartitionedCall")
+# What keeps Keras 3's jit-compiled functions from being inlined (see _strip_xla_markers).
 XLA_MARKERS = ("_XlaMustCompile", "_noinline")
 # A frozen graph above this size is worth a garbage collection (which takes a while in a test session's large heap).
 LARGE_GRAPH_BYTES = 64 * 2**20
