@@ -76,7 +76,7 @@ UPSTREAM = {
                                "XLA-compiled function, which tf2onnx does not inline)",
 }
 # The lines of a failure that say why, most telling first.
-CAUSE_PREFIXES = ("hint (scale):", "near-tie re-check:", "hint:", "diagnosis:")
+CAUSE_PREFIXES = ("hint (scale):", "hint (float32 rounding):", "near-tie re-check:", "hint:", "diagnosis:")
 
 
 def _first_line(failure: ElementTree.Element | None) -> str:

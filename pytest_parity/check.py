@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity import bridge, compare
+from pytest_parity import bridge, compare, float64_referee
 from pytest_parity.conversion_cache import ConversionCache
 from pytest_parity.errors import (
     ConversionError,
@@ -244,6 +244,11 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
         conversion_cache=conversion.cache_outcome)
     if not result.passed:
         result.diagnosis = _diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)
+        own_error = float64_referee.source_float32_error(
+            source, inputs, device, source_cotangents if settings.grad else None, source_outputs, source_input_grads,
+            source_weight_grads, [_input_label(inputs, name) for name in inputs.names],
+            (settings.atol, settings.rtol, settings.grad_atol, settings.grad_rtol))
+        result.float32_rounding = float32_rounding_hint(result, own_error)
         raise ParityError(failure_message(result, source.description, target.description), result)
     return result
 
@@ -381,6 +386,8 @@ def failure_message(result: ParityResult, source_description: str, target_descri
     scale = scale_hint(result)
     if scale:
         lines.append(f"hint (scale): {scale}")
+    if result.float32_rounding:
+        lines.append(f"hint (float32 rounding): {result.float32_rounding}")
     lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
 
@@ -413,6 +420,30 @@ def scale_hint(result: ParityResult) -> str | None:
             f"this far from unit scale (check the model's initialisation and normalisation) make "
             f"absolute and elementwise tolerances meaningless; compare at a realistic scale, or set the tolerances "
             f"for it (grad_atol, atol)")
+
+
+def float32_rounding_hint(result: ParityResult, own_error: float64_referee.Float32Error | None) -> str | None:
+    """Every failing tensor differs from the source by no more than the float32 source differs from its own float64
+    run (times ROUNDING_FACTOR): the failure is the model's float32 rounding, not the conversion. Say so, with the
+    tolerances that would fit."""
+    if own_error is None or any(not c.passed for c in result.weights.values()):
+        return None  # a transferred weight that differs is a defect, whatever the rounding
+    failing = [*result.outputs.failures, *(c for c in (result.grads or {}).values() if not c.passed)]
+    if not failing or any(c.problem or c.name not in own_error.max_abs
+                          or c.max_abs > float64_referee.ROUNDING_FACTOR * own_error.max_abs[c.name]
+                          for c in failing):
+        return None
+    worst = max(failing, key=lambda c: c.max_abs)
+    gradients_fail = any(not c.passed for c in (result.grads or {}).values())
+    outputs_fail = bool(result.outputs.failures)
+    knobs = [knob for knob, failed in (("atol", outputs_fail), ("grad_atol", gradients_fail)) if failed]
+    suggested = 10.0 ** np.ceil(np.log10(2 * max(c.max_abs for c in failing)))
+    return (f"the differences are float32 rounding of this model, not the conversion: the source itself, run in "
+            f"float64, differs from its float32 run by up to {own_error.max_abs[worst.name]:.3g} in {worst.name!r}, "
+            f"where the converted model differs by {worst.max_abs:.3g} (and so for every failing tensor), and "
+            f"{own_error.outside_tolerance} of its {own_error.total} elements fall outside these tolerances in "
+            f"float32 alone. What you can do: loosen {' and '.join(knobs)} for this model (about {suggested:g} would "
+            f"fit), or check it in float64.")
 
 
 def subgradient_hint(result: ParityResult) -> str | None:

@@ -167,6 +167,9 @@ class ParityResult:
     conversion_cache: str | None = None
     # Filled only on failure: which step (convert mode) or which layer (port mode) diverged.
     diagnosis: str | None = None
+    # Filled only on failure of a PyTorch source whose float64 run shows the differences are float32 rounding of the
+    # model itself (float64_referee): that finding, with its figures.
+    float32_rounding: str | None = None
     # Port mode on failure: one row per layer pair compared up to the first that diverges ({"source", "target",
     # "inputs_max_abs", "outputs_max_abs", "agrees"}), for the per-layer table of the HTML report.
     layers: list[dict[str, Any]] = field(default_factory=list)
@@ -206,6 +209,7 @@ class ParityResult:
             "conversion_cache": self.conversion_cache,
             "run_s": self.run_s,
             "diagnosis": self.diagnosis,
+            **({"float32_rounding": self.float32_rounding} if self.float32_rounding else {}),
             "layers": [dict(row) for row in self.layers],
             "notes": list(self.notes),
             "drift": list(self.drift),
