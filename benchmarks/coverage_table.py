@@ -3,6 +3,7 @@
     pytest tests/coverage -m coverage --parity-report=coverage.json --junitxml=coverage.xml
     python benchmarks/coverage_table.py coverage.json coverage.xml
     python benchmarks/coverage_table.py coverage-reports/      # the chunks of benchmarks/coverage_sweep.py
+    python benchmarks/coverage_table.py sweep/ rerun/          # rerun/'s rows replace sweep/'s for the same models
 
 The JSON parity report gives the figures of every check that ran to a comparison; JUnit XML gives the outcome and the
 failure message of every test, including those that stopped before a comparison (a converter that refused an op).
@@ -102,12 +103,23 @@ def _sortable(value: object) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", type=Path, nargs="+", help="report.json report.xml, or a directory of chunks")
+    parser.add_argument("paths", type=Path, nargs="+",
+                        help="report.json report.xml, or directories of chunks (a later directory's row for a model "
+                             "replaces an earlier one's: a rerun of a few tests after a sweep)")
     args = parser.parse_args()
-    if len(args.paths) == 1:
-        print_table(rows_from_directory(args.paths[0]))
+    if all(path.is_dir() for path in args.paths):
+        print_table(merged([rows_from_directory(path) for path in args.paths]))
     else:
         print_table(rows(*args.paths))
+
+
+def merged(tables: list[list[dict[str, str]]]) -> list[dict[str, str]]:
+    """One row per (family, model), in first-seen order, each from the last table that has it."""
+    latest: dict[tuple[str, str], dict[str, str]] = {}
+    for table in tables:
+        for row in table:
+            latest[(row["family"], row["model"])] = row
+    return list(latest.values())
 
 
 def print_table(table: list[dict[str, str]]) -> None:
