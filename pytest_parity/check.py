@@ -403,13 +403,17 @@ ROUNDING_SHARE = 1e-4
 LARGE_MAGNITUDE = 1e3
 
 
+def _failing_outputs_and_gradients(result: ParityResult) -> list[Comparison]:
+    return [*result.outputs.failures, *(c for c in (result.grads or {}).values() if not c.passed)]
+
+
 def scale_hint(result: ParityResult) -> str | None:
     """Every differing tensor differs by rounding-sized amounts of a very large scale: say so, and where it comes from.
 
     A model whose activations grow far from unit scale (torchvision's Inception3 at its fresh initialisation reaches
     outputs of 2e8 and gradients of 4e8) has float32 rounding errors of tens or thousands in absolute terms, which
     elementwise tolerances read as differences; summing in another order (a converted graph) makes them differ."""
-    failing = [*result.outputs.failures, *(c for c in (result.grads or {}).values() if not c.passed)]
+    failing = _failing_outputs_and_gradients(result)
     if not failing or any(c.problem or c.source_max_abs < LARGE_MAGNITUDE
                           or c.max_abs > ROUNDING_SHARE * c.source_max_abs for c in failing):
         return None
@@ -428,7 +432,7 @@ def float32_rounding_hint(result: ParityResult, own_error: float64_referee.Float
     tolerances that would fit."""
     if own_error is None or any(not c.passed for c in result.weights.values()):
         return None  # a transferred weight that differs is a defect, whatever the rounding
-    failing = [*result.outputs.failures, *(c for c in (result.grads or {}).values() if not c.passed)]
+    failing = _failing_outputs_and_gradients(result)
     if not failing or any(c.problem or c.name not in own_error.max_abs
                           or c.max_abs > float64_referee.ROUNDING_FACTOR * own_error.max_abs[c.name]
                           for c in failing):

@@ -12,6 +12,15 @@ from typing import Any
 _TO_THE_END = 2**63 - 1
 
 
+def graph_constants(graph: Any) -> dict[str, Any]:
+    """Name -> TensorProto of every value of ``graph`` fixed before it runs: initializers and Constant nodes' values."""
+    constants = {initializer.name: initializer for initializer in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = node.attribute[0].t
+    return constants
+
+
 def crop_asymmetric_conv_transpose_pads(graph: Any) -> int:
     """ConvTranspose with different begin and end pads -> ConvTranspose with the symmetric part + a Slice cropping the
     rest; returns how many were rewritten.
@@ -69,10 +78,7 @@ def fill_omitted_clip_bounds(graph: Any) -> int:
     import numpy as np
     from onnx import helper, numpy_helper
 
-    dtypes = {initializer.name: initializer.data_type for initializer in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            dtypes[node.output[0]] = node.attribute[0].t.data_type
+    dtypes = {name: tensor.data_type for name, tensor in graph_constants(graph).items()}
     rewritten = 0
     for node in graph.node:
         if node.op_type != "Clip" or node.domain not in ("", "ai.onnx") or "" not in list(node.input)[1:]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_parity import onnx_rewrites
+
 HELD_DOMAIN = "pytest_parity.held"
 # Ops whose opset 18 form has no down-adapter in onnx.version_converter, and whose 13-17 form is written here.
 HELD_OPS = ("Split", "Pad")
@@ -47,10 +49,8 @@ def _hold(model_proto: Any) -> int:
     if not nodes:
         return 0
     shapes = _static_shapes(model_proto)
-    constants = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model_proto.graph.initializer}
-    for node in model_proto.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    constants = {name: onnx.numpy_helper.to_array(tensor)
+                 for name, tensor in onnx_rewrites.graph_constants(model_proto.graph).items()}
     for node in nodes:
         if node.op_type == "Split":
             _split_to_13(model_proto, node, shapes)
