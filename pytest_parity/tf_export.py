@@ -28,6 +28,8 @@ import numpy as np
 
 # What keeps Keras 3's jit-compiled functions from being inlined (see _strip_xla_markers).
 XLA_MARKERS = ("_XlaMustCompile", "_noinline")
+# The step named in this module's own errors (the bridge adds the tf2onnx version and opset to the ones it raises).
+STEP = "TensorFlow -> ONNX (tf2onnx)"
 # A frozen graph above this size is worth a garbage collection (which takes a while in a test session's large heap).
 LARGE_GRAPH_BYTES = 64 * 2**20
 
@@ -90,15 +92,14 @@ def refuse_if_memory_is_short(weight_bytes: int, description: str) -> None:
         return
     from pytest_parity.errors import ConversionError
 
-    step = "TensorFlow -> ONNX (tf2onnx)"
     raise ConversionError(
-        f"{step}: not started for {description}: its {weight_bytes / 2**30:.2f} GiB of weights need about "
+        f"{STEP}: not started for {description}: its {weight_bytes / 2**30:.2f} GiB of weights need about "
         f"{needed / 2**30:.0f} GiB of memory to export (tf2onnx's freezing and optimizers copy the graph several "
         f"times; about {EXPORT_MEMORY_PER_WEIGHT_BYTE}x the weights), and this machine has "
         f"{available / 2**30:.1f} GiB available; going ahead would have the out-of-memory killer end the test session."
         f"\nWhat you can do: run this check on a machine with more memory, alone in its process (pytest -k, or one "
         f"pytest-xdist worker per large model), or check a smaller configuration of the same architecture.",
-        step=step)
+        step=STEP)
 
 
 def _available_memory_bytes() -> int | None:
@@ -156,10 +157,10 @@ def _captured_constants_to_initializers(model_proto: Any, input_names: set[str],
         from pytest_parity.errors import ConversionError
 
         raise ConversionError(
-            f"TensorFlow -> ONNX (tf2onnx): the exported graph has inputs that are not the model's inputs and not "
+            f"{STEP}: the exported graph has inputs that are not the model's inputs and not "
             f"values the model captured: {', '.join(unknown)}.\nWhat you can do: make sure the model's call() takes "
             f"all its inputs as arguments (pass the same structure as inputs=...).",
-            step="TensorFlow -> ONNX (tf2onnx)")
+            step=STEP)
     for value in extra:
         model_proto.graph.initializer.append(numpy_helper.from_array(np.asarray(captured[value.name]), value.name))
         model_proto.graph.input.remove(value)
