@@ -18,6 +18,7 @@ _PUBLIC_NAMES = {
     "FrameworkNotInstalled": "pytest_parity.errors",
     "ParityError": "pytest_parity.errors",
     "ParityResult": "pytest_parity.result",
+    "ParitySpeedWarning": "pytest_parity.errors",
     "ParitySettings": "pytest_parity.settings",
     "ParityUsageError": "pytest_parity.errors",
     "SpeedResult": "pytest_parity.result",
@@ -31,6 +32,7 @@ __all__ = [
     "ParityError",
     "ParityResult",
     "ParitySettings",
+    "ParitySpeedWarning",
     "ParityUsageError",
     "SpeedResult",
     "TreeComparison",
@@ -38,7 +40,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from pytest_parity.errors import ConversionError, FrameworkNotInstalled, ParityError, ParityUsageError
+    from pytest_parity.errors import (
+        ConversionError,
+        FrameworkNotInstalled,
+        ParityError,
+        ParitySpeedWarning,
+        ParityUsageError,
+    )
     from pytest_parity.result import Comparison, ParityResult, SpeedResult, TreeComparison
     from pytest_parity.settings import ParitySettings
 

@@ -13,8 +13,11 @@ import: a check against TensorFlow needs a hand-written Keras twin (port mode).
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import re
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +50,34 @@ def _version(distribution: str) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:500]
+
+
+# What each side of a conversion imports: loaded before a conversion is timed, so that a check's conversion_s is the
+# conversion's own time, not the one-time import of the converters (~10 s of a Linear(8, 4)'s first check here).
+_CONVERTER_MODULES = {"tensorflow": ("onnx", "tf2onnx", "onnxruntime"), "torch": ("onnx", "onnxscript", "onnxruntime")}
+
+
+def preload_converters(source_framework: str, target_framework: str) -> float:
+    """Import the converters a conversion between these frameworks needs; the seconds it took (0.0 when they were
+    already loaded). A converter that is not installed is left for the conversion step to report."""
+    started = time.perf_counter()
+    modules = list(_CONVERTER_MODULES.get(source_framework, ()))
+    if target_framework == "torch":
+        from pytest_parity.frameworks.torch import import_torch
+
+        try:
+            import_torch()  # first, through the import guard: onnx2torch pulls in torchvision (and triton)
+        except FrameworkNotInstalled:
+            return time.perf_counter() - started
+        modules.append("onnx2torch")
+    for name in modules:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    return time.perf_counter() - started
 
 
 def convert(source: ModelAdapter, inputs: ModelInputs, target_framework: str,
@@ -234,6 +265,22 @@ def _all_nodes(graph: Any) -> list[Any]:
 
 
 _MISSING_CONVERTER = re.compile(r"operation_type='(?P<op>[^']+)', version=(?P<version>\d+)")
+
+
+def initializers_read_by_several_nodes(model_proto: Any) -> dict[str, int]:
+    """Float weight tensors (more than one element) of the graph's top level that more than one node reads, after
+    share_weights_read_twice: name -> number of readers. onnx2torch gives each reader its own copy."""
+    from onnx import TensorProto
+
+    floating = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    names = {initializer.name for initializer in model_proto.graph.initializer
+             if initializer.data_type in floating and int(np.prod(initializer.dims)) > 1}
+    readers: dict[str, int] = {}
+    for node in model_proto.graph.node:
+        for name in set(node.input):
+            if name in names:
+                readers[name] = readers.get(name, 0) + 1
+    return {name: count for name, count in readers.items() if count > 1}
 
 
 def import_into_torch(model_proto: Any) -> ModelAdapter:

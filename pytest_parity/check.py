@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity import bridge, compare, float64_referee
+from pytest_parity import bridge, compare, float64_referee, tolerances
 from pytest_parity.conversion_cache import ConversionCache
 from pytest_parity.errors import (
     ConversionError,
@@ -25,6 +25,7 @@ from pytest_parity.errors import (
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
 from pytest_parity.result import Comparison, ParityResult, SpeedResult
 from pytest_parity.settings import ParitySettings
+from pytest_parity.weight_accounting import account_weights, uncompared_section
 from pytest_parity.weight_matching import WeightMatch, WeightMatching, match_weights
 
 # A transferred weight must be a copy: float32 resolution is ~6e-8 relative, converters only move elements around.
@@ -167,9 +168,14 @@ def measure_speed_if_asked(settings: ParitySettings, gated: bool, device: str, s
         return None
     from pytest_parity import timing
 
+    # CUDA events time the device's work, but only PyTorch has them: a ratio needs the same clock on both sides.
+    event_timer = None
+    if device == "cuda" and source.framework == target.framework == "torch":
+        event_timer = source.cuda_event_timer()  # type: ignore[attr-defined]
     return timing.measure_speed(source.speed_call(source_inputs, device, settings.timed),
                                 target.speed_call(target_inputs, device, settings.timed), settings.speed,
-                                timed=settings.timed, gated=gated)
+                                timed=settings.timed, gated=gated, inconclusive=settings.speed_inconclusive,
+                                clocks=timing.clocks_for(device, event_timer))
 
 
 def refuse_non_finite(tree: Any, what: str, description: str) -> None:
@@ -199,6 +205,7 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
         refuse_non_finite(source_outputs, "output", source.description)
         source_run_s = time.perf_counter() - started
 
+        import_s = bridge.preload_converters(source.framework, target_framework)
         started = time.perf_counter()
         conversion = bridge.convert(source, inputs, target_framework, cache)
         target = conversion.target
@@ -237,13 +244,25 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
 
         speed = measure_speed_if_asked(settings, speed_gate, device, source, inputs, target, inputs)
 
+    why_not = dict(matching.unmatched)
+    if not settings.randomize_constant_weights:
+        for name in why_not:
+            if _initializer_pattern(source_weights[name]):
+                why_not[name] = ("its values are all equal (or only zeros and ones) and randomize_constant_weights="
+                                 "False: converters drop an Add of zeros and fold constant factors, so no tensor of "
+                                 "the target holds it; leave randomize_constant_weights on to follow it")
+    account = account_weights(source.trainable_names(), [m.source_name for m in grad_matches], why_not,
+                              source_weight_grads, settings.unmatched_weights, settings.grad)
     result = ParityResult(
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
         weight_names={m.source_name: m.target_name for m in matching.matches},
-        unmatched_weights=dict(matching.unmatched), speed=speed, conversion_s=conversion_s, run_s=run_s,
-        conversion_cache=conversion.cache_outcome)
+        unmatched_weights=dict(matching.unmatched), weight_account=account, speed=speed, conversion_s=conversion_s,
+        run_s=run_s, conversion_cache=conversion.cache_outcome, import_s=import_s)
     if not result.passed:
-        result.diagnosis = _diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)
+        # The referee runs the forward graph only: with the outputs agreeing it would call every step faithful and
+        # point away from the gradients or weights that differ (named in the message).
+        result.diagnosis = (_diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)
+                            if not outputs.passed else _backward_diagnosis(result, conversion))
         own_error = float64_referee.source_float32_error(
             source, inputs, device, source_cotangents if settings.grad else None, source_outputs, source_input_grads,
             source_weight_grads, [_input_label(inputs, name) for name in inputs.names],
@@ -274,16 +293,23 @@ def compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray |
                                ) -> dict[str, Comparison]:
     """Input gradients, then one comparison per source weight; ``carried_grads`` are the target's, already in the
     source weight's layout (None where no gradient reached the target tensor)."""
-    tolerance = (settings.grad_atol, settings.grad_rtol)
+    # Each tensor's absolute tolerance scales with it (tolerances.gradient_atol): a fixed one would pass a zeroed
+    # target for every gradient smaller than it.
+    overall = tolerances.largest_magnitude([*source_input_grads, *(source_weight_grads.get(n) for n in weight_names)])
+
+    def tolerance(source_grad: np.ndarray | None) -> tuple[float, float]:
+        return tolerances.gradient_atol(source_grad, settings.grad_atol, overall), settings.grad_rtol
+
     grads: dict[str, Comparison] = {}
     for name, source_grad, target_grad in zip(inputs.names, source_input_grads, target_input_grads):
         label = _input_label(inputs, name)
         if source_grad is None and target_grad is None:
             continue  # integer inputs (ids, masks) have no gradient on either side
-        grads[label] = _gradient_comparison(label, label, source_grad, target_grad, tolerance)
+        grads[label] = _gradient_comparison(label, label, source_grad, target_grad, tolerance(source_grad))
     for name in weight_names:
-        grads[name] = _gradient_comparison(name, (target_names or {}).get(name, name), source_weight_grads.get(name),
-                                           carried_grads.get(name), tolerance)
+        source_grad = source_weight_grads.get(name)
+        grads[name] = _gradient_comparison(name, (target_names or {}).get(name, name), source_grad,
+                                           carried_grads.get(name), tolerance(source_grad))
     return grads
 
 
@@ -349,6 +375,22 @@ def _diagnose(conversion: bridge.Conversion, inputs: ModelInputs, source_outputs
     return verdict
 
 
+def _backward_diagnosis(result: ParityResult, conversion: bridge.Conversion) -> str | None:
+    """For a failure with the outputs agreeing: what the graph shows about the backward pass, when it shows anything."""
+    failing = [c.name for c in (result.grads or {}).values() if not c.passed]
+    if not failing:
+        return None
+    shared = bridge.initializers_read_by_several_nodes(conversion.onnx_model)
+    text = ("the outputs agree, so the forward graph was carried across faithfully; the difference is in the backward "
+            "pass of the converted model")
+    if shared:
+        examples = ", ".join(f"{name!r} ({count} readers)" for name, count in list(shared.items())[:3])
+        text += (f". {len(shared)} weight tensor(s) of the ONNX graph are read by several nodes ({examples}), and "
+                 f"onnx2torch gives each of those readers its own copy, which splits such a weight's gradient "
+                 f"between the copies: a weight shared this way (a Conv reused, a tied kernel) is a likely cause")
+    return text
+
+
 def _section(title: str, kind: str, comparisons: list[Comparison], aliases: dict[str, str]) -> list[str]:
     failing = [c for c in comparisons if not c.passed]
     if not failing:
@@ -374,7 +416,9 @@ def failure_message(result: ParityResult, source_description: str, target_descri
     lines += _section("outputs", "output", list(result.outputs.leaves.values()), {})
     lines += _section("transferred weights", "weight", list(result.weights.values()), result.weight_names)
     lines += _section("gradients", "gradient", list((result.grads or {}).values()), result.weight_names)
-    if result.speed is not None and not result.speed.passed:
+    if result.weight_account is not None:
+        lines += uncompared_section(result.weight_account, MAX_LISTED_FAILURES)
+    if result.speed is not None and (not result.speed.passed or result.speed.inconclusive):
         from pytest_parity import timing
 
         lines.append(timing.describe(result.speed))

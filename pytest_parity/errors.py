@@ -75,3 +75,8 @@ def error_summary(error: BaseException) -> str:
 
 class ParityCacheWarning(UserWarning):
     """The conversion cache could not be used (read-only cache dir); the session goes on without it."""
+
+
+class ParitySpeedWarning(UserWarning):
+    """A gated speed= check whose measurement could not separate the ratio from the allowed one (inconclusive), with
+    speed_inconclusive="warn": the test passes, and this warning carries the figures. Filter it by this category."""

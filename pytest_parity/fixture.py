@@ -22,11 +22,20 @@ from pytest_parity.session import ParitySession
 
 
 def seed_key(item: pytest.Item) -> str:
-    """The test's identity for seeding, without its device: cpu and cuda runs get the same inputs."""
+    """The test's identity for seeding, without its device: cpu and cuda runs get the same inputs.
+
+    Built from the parametrize ids (what the test id shows), not from repr() of the values: a value without a
+    stable repr (a builder function, an object) has a memory address in it, which would draw different weights and
+    inputs for the same test id on every run."""
     base = item.nodeid.split("[", 1)[0]
     callspec = getattr(item, "callspec", None)
-    params = {} if callspec is None else {k: v for k, v in callspec.params.items() if k != "parity"}
-    return base + "".join(f"|{k}={v!r}" for k, v in sorted(params.items()))
+    if callspec is None:
+        return base
+    ids = list(getattr(callspec, "_idlist", ()))
+    device = callspec.params.get("parity")
+    if device in ids:  # the plugin's own parametrization contributes the device as one id: leave it out
+        del ids[len(ids) - 1 - ids[::-1].index(device)]
+    return base + "|" + "-".join(ids) if ids else base
 
 
 class ParityFixture:
@@ -59,8 +68,8 @@ class ParityFixture:
         marker = request.node.get_closest_marker("parity")
         invalid: str | None = None
         try:
-            self.settings = settings.resolve(settings.ParitySettings(seed=session.seed), marker.args if marker else (),
-                                             marker.kwargs if marker else {})
+            base = settings.ParitySettings(seed=session.seed, speed_inconclusive=session.speed_inconclusive)
+            self.settings = settings.resolve(base, marker.args if marker else (), marker.kwargs if marker else {})
         except ParityUsageError as error:
             invalid = str(error)
         if invalid is not None:
@@ -81,8 +90,11 @@ class ParityFixture:
         from pytest_parity.check import run_check, seeded_generator
         from pytest_parity.near_ties import check_confirming_near_ties
 
+        in_force: list[settings.ParitySettings] = []
+
         def run() -> ParityResult:
             effective = settings.with_overrides(self.settings, overrides)
+            in_force.append(effective)
             if self._session.speed_mode == "off":
                 effective = replace(effective, speed=None)
 
@@ -94,7 +106,28 @@ class ParityFixture:
             return check_confirming_near_ties(attempt, inputs, effective.near_tie_retry,
                                               seeded_generator(self._seed_key, effective.seed, "near-ties"))
 
-        return self._against_baseline(self._run_and_record(run))
+        result = self._against_baseline(self._run_and_record(run))
+        return self._speed_inconclusive(result, in_force[-1].speed_inconclusive)
+
+    def _speed_inconclusive(self, result: ParityResult, action: str) -> ParityResult:
+        """A passing check whose gated speed= measurement could not decide: warn or skip, as the user chose (a
+        "fail" choice already failed the check: timing counts such a measurement as not passed)."""
+        __tracebackhide__ = True
+        speed = result.speed
+        if speed is None or not speed.inconclusive or not result.passed:
+            return result
+        from pytest_parity import timing
+
+        text = f"{self._request.node.nodeid}: {timing.describe(speed)}"
+        self._request.node.user_properties.append(("parity_speed_verdict", speed.verdict))
+        if action == "skip":
+            pytest.skip(text)
+        import warnings
+
+        from pytest_parity.errors import ParitySpeedWarning
+
+        warnings.warn(ParitySpeedWarning(text), stacklevel=3)
+        return result
 
     def check_across_devices(self, model: Any, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True
@@ -152,6 +185,7 @@ class ParityFixture:
         which pytest writes as <property> elements in JUnit XML."""
         entry = report.record(self._request.node.nodeid, result)
         self._session.records.append(entry)
+        self._session.import_s += result.import_s
         checks_in_test = sum(1 for name, _ in self._request.node.user_properties if name.endswith("parity_route"))
         prefix = "parity_" if checks_in_test == 0 else f"parity{checks_in_test + 1}_"
         self._request.node.user_properties.extend(

@@ -14,7 +14,15 @@ import math
 from html import escape
 from typing import Any
 
-from pytest_parity.report import document, figure_text, speed_cell, worst_gradient, write_atomically
+from pytest_parity.report import (
+    document,
+    figure_text,
+    result_cell,
+    speed_cell,
+    weights_cell,
+    worst_gradient,
+    write_atomically,
+)
 from pytest_parity.result import ERROR_HISTOGRAM_DECADES, error_histogram_labels, sum_histograms
 
 STYLE = """
@@ -72,7 +80,7 @@ def _summary_table(results: list[dict[str, Any]]) -> str:
     rows = []
     for index, entry in enumerate(results):
         worst_name, worst = worst_gradient(entry)
-        result = "PASS" if entry["passed"] else "FAIL"
+        result = result_cell(entry)
         rows.append(
             f'<tr class="{"passed" if entry["passed"] else "failed"}">'
             f'<td><a href="#check-{index}">{escape(entry["nodeid"])}</a></td>'
@@ -80,9 +88,11 @@ def _summary_table(results: list[dict[str, Any]]) -> str:
             f'<td class="figure">{figure_text(entry["outputs"]["max_abs"])}</td>'
             f'<td class="figure">{figure_text(entry["outputs"]["max_rel"])}</td>'
             f'<td class="figure">{figure_text(worst)}{_small(worst_name)}</td>'
+            f'<td class="figure">{escape(weights_cell(entry).removeprefix("weights "))}</td>'
             f'<td class="figure">{escape(speed_cell(entry["speed"]))}</td>'
-            f'<td class="{result}">{result}</td></tr>')
-    header = ("test", "device", "route", "outputs max abs", "outputs max rel", "gradients max abs", "speed", "result")
+            f'<td class="{_result_class(entry)}">{escape(result)}</td></tr>')
+    header = ("test", "device", "route", "outputs max abs", "outputs max rel", "gradients max abs", "weights compared",
+              "speed", "result")
     return ("<h2>Summary</h2><table><thead><tr>" + "".join(f"<th>{name}</th>" for name in header)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
@@ -97,7 +107,7 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
     outputs = entry["outputs"]
     grads = entry["grads"] or {}
     state = "passed" if entry["passed"] else "failed"
-    result = "PASS" if entry["passed"] else "FAIL"
+    result = result_cell(entry)
     details = [("route", entry["route"]), ("device", entry["device"]),
                ("outputs", f"max abs {figure_text(outputs['max_abs'])}, max rel {figure_text(outputs['max_rel'])}, "
                            f"{outputs['mismatched']} of {outputs['total']} mismatched (atol {outputs['atol']:g}, "
@@ -107,9 +117,11 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
         worst_name, worst = worst_gradient(entry)
         details.append(("gradients", f"{len(grads)} compared, worst {figure_text(worst)} ({worst_name}); "
                                      + (f"{len(failed)} differ: {', '.join(failed)}" if failed else "all agree")))
+    account = entry.get("weight_account")
+    if account:
+        details.append(("weights", _account_details(account)))
     if entry["speed"]:
-        details.append(("speed", f"target / source {speed_cell(entry['speed'])}, {entry['speed']['timed']}, "
-                                 f"{entry['speed']['rounds']} rounds"))
+        details.append(("speed", speed_details(entry["speed"])))
     conversion = f"{entry['conversion_s']:.2f} s"
     if entry.get("conversion_cache"):
         conversion += f" (conversion cache: {entry['conversion_cache']})"
@@ -126,7 +138,7 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
     problems += [(name, comparison["problem"]) for name, comparison in grads.items() if comparison.get("problem")]
     parts = [
         f'<article id="check-{index}" class="{state}">',
-        f'<h3><span class="{result}">{result}</span> {escape(entry["nodeid"])}</h3>',
+        f'<h3><span class="{_result_class(entry)}">{escape(result)}</span> {escape(entry["nodeid"])}</h3>',
         "<dl>" + "".join(f"<dt>{escape(name)}</dt><dd>{escape(str(text))}</dd>" for name, text in details) + "</dl>",
         '<div class="histograms">' + "".join(figures) + "</div>",
     ]
@@ -219,3 +231,35 @@ def _compact(count: int) -> str:
 
 def _small(text: str | None) -> str:
     return f" <small>({escape(text)})</small>" if text else ""
+
+
+def _account_details(account: dict[str, Any]) -> str:
+    if not account.get("gradients_checked", True):
+        return f"gradients of {account['total']} trainable weight(s) not compared (grad=False)"
+    text = f"gradients of {account['compared']} of {account['total']} trainable weight(s) compared"
+    for key, what in (("uncompared", "not compared"), ("allowed", "not compared, allowed"), ("unused", "unused")):
+        if account.get(key):
+            text += f"; {what}: " + ", ".join(f"{name} ({why})" for name, why in account[key].items())
+    return text
+
+
+def _result_class(entry: dict[str, Any]) -> str:
+    return "PASS" if entry["passed"] else "FAIL"
+
+
+def speed_details(speed: dict[str, Any]) -> str:
+    """The speed line of a check's details: the ratio, the evidence its verdict was read from, and the clock."""
+    text = f"target / source {speed_cell(speed)}, {speed['timed']}, {speed['rounds']} rounds"
+    confidence = speed.get("confidence")
+    if confidence and isinstance(speed.get("ratio_low"), (int, float)):
+        text += (f"; {confidence:.2%} confidence interval of the median ratio {speed['ratio_low']:.2f}-"
+                 f"{speed['ratio_high']:.2f}x after {speed.get('looks', 1)} look(s) of timing")
+    if speed.get("verdict"):
+        text += f"; verdict: {speed['verdict']}"
+    if speed.get("clock"):
+        text += f"; clock: {speed['clock']}"
+    if speed.get("cross_check_ratio") is not None:
+        text += f" (by {speed['cross_check_clock']}: {speed['cross_check_ratio']:.2f}x)"
+    if speed.get("measure_s"):
+        text += f"; measured in {speed['measure_s']:.1f} s"
+    return text

@@ -15,6 +15,7 @@ import pytest
 from pytest_parity import import_guard
 from pytest_parity.session import (
     CACHE_MODES,
+    INCONCLUSIVE_ACTIONS,
     KNOWN_DEVICES,
     SPEED_MODES,
     ParitySession,
@@ -29,7 +30,8 @@ SESSION_KEY = pytest.StashKey[ParitySession]()
 
 MARKER_HELP = (
     "parity(target=None, devices=('cpu', 'cuda'), atol=1e-5, rtol=1e-4, grad=True, grad_atol=1e-4, grad_rtol=1e-3, "
-    "speed=None, timed='forward', seed=0, randomize_constant_weights=True, layouts=None, near_tie_retry=True): "
+    "speed=None, timed='forward', speed_inconclusive='warn', seed=0, randomize_constant_weights=True, layouts=None, "
+    "near_tie_retry=True, unmatched_weights='fail'): "
     "check a model against its counterpart in the other framework with the `parity` fixture; the test runs once per "
     "device."
 )
@@ -53,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="what speed= does: off (not measured), report (measured, never fails), gate (asserted; "
                          "report under pytest-xdist), force (asserted even under xdist). Default: gate "
                          "(ini: parity_speed)")
+    group.addoption("--parity-speed-inconclusive", metavar="ACTION", choices=INCONCLUSIVE_ACTIONS, default=None,
+                    help="what a gated speed= check does when its measurement cannot separate the ratio from the "
+                         "limit within the timing budget: warn (the test passes with a ParitySpeedWarning), fail, "
+                         "skip; a marker's speed_inconclusive= wins. Default: warn (ini: parity_speed_inconclusive)")
     group.addoption("--parity-baseline", metavar="PATH", default=None,
                     help="compare each check with a stored parity report; a check whose worst output or gradient "
                          "difference grew more than --parity-baseline-factor, or whose speed ratio worsened more than "
@@ -78,6 +84,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("parity_report", "path of the JSON parity report. Default: none", default="")
     parser.addini("parity_html", "path of the HTML parity report. Default: none", default="")
     parser.addini("parity_speed", "off, report, gate or force: what speed= does. Default: gate", default="gate")
+    parser.addini("parity_speed_inconclusive", "warn, fail or skip: what a speed measurement too noisy to decide "
+                  "does. Default: warn", default="warn")
 
 
 def _devices_argument(text: str) -> tuple[str, ...]:
@@ -118,8 +126,12 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
     # Workers carry workerinput; the controller knows from -n (0 or absent: no parallel workers).
     xdist = _is_xdist_worker(config) or bool(getattr(config.option, "numprocesses", None))
     speed_mode, speed_note = speed_mode_under(speed_option, xdist)
+    inconclusive = config.getoption("parity_speed_inconclusive") or str(config.getini("parity_speed_inconclusive"))
+    if inconclusive not in INCONCLUSIVE_ACTIONS:
+        raise pytest.UsageError(f"ini option parity_speed_inconclusive must be one of {', '.join(INCONCLUSIVE_ACTIONS)}"
+                                f", got {inconclusive!r}")
     session = ParitySession(seed=seed_option, devices=devices_option, report_path=report_path, speed_mode=speed_mode,
-                            speed_note=speed_note)
+                            speed_note=speed_note, speed_inconclusive=inconclusive)
     session.html_path = config.getoption("parity_html") or str(config.getini("parity_html")) or None
     _configure_baseline(config, session)
     _configure_conversion_cache(config, session)
@@ -241,6 +253,7 @@ def parity(request: pytest.FixtureRequest) -> Iterator[ParityFixture]:
 
 
 WORKER_RECORDS_KEY = "parity_records"
+WORKER_IMPORT_KEY = "parity_import_s"
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -252,6 +265,8 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         from pytest_parity.report import merge_worker_records
 
         merge_worker_records(session.records, batch)
+    if session is not None:
+        session.import_s += getattr(node, "workeroutput", {}).get(WORKER_IMPORT_KEY, 0.0)
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -267,6 +282,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("=", "parity summary")
     for line in summary_lines(session.records):
         terminalreporter.write_line(line)
+    if session.import_s >= 0.05:  # below that the frameworks were already loaded by the tests themselves
+        terminalreporter.write_line(f"one-time imports of the frameworks and converters: {session.import_s:.1f} s "
+                                    f"(not counted in any check's conversion time)")
     if session.report_path:
         terminalreporter.write_line(f"parity report written to {session.report_path}")
     if session.html_path:
@@ -280,6 +298,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _is_xdist_worker(session.config):
         # Workers hand their records to the controller, which prints the one summary and writes the one report.
         session.config.workeroutput[WORKER_RECORDS_KEY] = parity_session.records  # type: ignore[attr-defined]
+        session.config.workeroutput[WORKER_IMPORT_KEY] = parity_session.import_s  # type: ignore[attr-defined]
         return
     if parity_session.baseline_update:
         from pytest_parity import baseline

@@ -37,7 +37,11 @@ def key_figures(entry: dict[str, Any]) -> dict[str, Any]:
         "outputs_mismatched": entry["outputs"]["mismatched"],
         "grads_max_abs": worst_grad,
         "grads_failed": sum(1 for c in grads.values() if not c["passed"]),
+        "weights_compared": weights_cell(entry).removeprefix("weights "),
         "speed_ratio": None if speed is None else speed["ratio"],
+        **({} if speed is None else {"speed_verdict": speed.get("verdict"), "speed_clock": speed.get("clock"),
+                                     "speed_ratio_low": speed.get("ratio_low"),
+                                     "speed_ratio_high": speed.get("ratio_high")}),
     }
 
 
@@ -93,7 +97,7 @@ def figure_text(value: Any) -> str:
 
 
 def summary_lines(records: list[dict[str, Any]]) -> list[str]:
-    header = ("test", "device", "route", "outputs max abs", "grads max abs", "speed", "result")
+    header = ("test", "device", "route", "outputs max abs", "grads max abs", "weights compared", "speed", "result")
     rows = []
     for entry in records:
         worst_name, worst_figure = worst_gradient(entry)
@@ -101,12 +105,21 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
         speed = entry["speed"]
         rows.append((
             entry["nodeid"], entry["device"], entry["route"], figure_text(entry["outputs"]["max_abs"]),
-            worst_grad or "-", speed_cell(speed), "PASS" if entry["passed"] else "FAIL",
+            worst_grad or "-", weights_cell(entry).removeprefix("weights "), speed_cell(speed), result_cell(entry),
         ))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     passed = sum(1 for entry in records if entry["passed"])
     lines.append(f"{passed} of {len(records)} parity check(s) passed")
+    partial = sum(1 for entry in records if entry["passed"] and (entry.get("weight_account") or {}).get("partial"))
+    if partial:
+        lines.append(f"{partial} of them partial: some trainable weights' gradients were not compared, as allowed "
+                     f"(unmatched_weights=) or with grad=False; the JSON report's weight_account names them")
+    undecided = sum(1 for entry in records if entry["passed"]
+                    and (entry.get("speed") or {}).get("verdict") == "inconclusive" and entry["speed"].get("gated"))
+    if undecided:
+        lines.append(f"{undecided} of them with a speed measurement too noisy to decide (inconclusive: the "
+                     f"interval of the ratio contains the limit); speed_inconclusive='fail' makes that a failure")
     cache_line = _conversion_cache_line(records)
     if cache_line:
         lines.append(cache_line)
@@ -137,13 +150,52 @@ def _conversion_cache_line(records: list[dict[str, Any]]) -> str | None:
 
 
 def speed_cell(speed: dict[str, Any] | None) -> str:
-    """'2.31x (2.05-2.60)': the median ratio target/source and its spread; marked when only reported."""
+    """'2.31x [2.05-2.60] <= 2.50 cpu': the median ratio target/source, the confidence interval its verdict was read
+    from (the min-max spread in brackets of the other kind when there was none), the limit, and the deciding clock;
+    marked 'inconclusive' or 'report' when it decided nothing."""
     if not speed:
         return "-"
-    cell = f"{speed['ratio']:.2f}x ({speed['ratio_min']:.2f}-{speed['ratio_max']:.2f})"
+    low, high = speed.get("ratio_low"), speed.get("ratio_high")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        cell = f"{speed['ratio']:.2f}x [{low:.2f}-{high:.2f}]"
+    else:  # too few rounds for an interval, or a record from before intervals were kept
+        cell = f"{speed['ratio']:.2f}x ({speed['ratio_min']:.2f}-{speed['ratio_max']:.2f})"
     if speed.get("allowed") is not None:
         cell += f" <= {speed['allowed']:.2f}"
-    return cell if speed.get("gated", True) else cell + " report"
+    if speed.get("clock"):
+        cell += f" {CLOCK_ABBREVIATIONS.get(speed['clock'], speed['clock'])}"
+    if not speed.get("gated", True):
+        return cell + " report"
+    return cell + " inconclusive" if speed.get("verdict") == "inconclusive" else cell
+
+
+# Short names of timing's clocks for the summary's speed column.
+CLOCK_ABBREVIATIONS = {"process CPU time": "cpu-time", "wall": "wall", "synchronised wall": "wall-sync",
+                       "CUDA events": "cuda-events"}
+
+
+def result_cell(entry: dict[str, Any]) -> str:
+    """PASS, FAIL, or a pass that claims less: 'PASS (partial: weights 5 of 7; speed inconclusive)'."""
+    if not entry["passed"]:
+        return "FAIL"
+    caveats = []
+    account = entry.get("weight_account") or {}
+    if account.get("partial"):
+        caveats.append("partial: " + weights_cell(entry))
+    speed = entry.get("speed") or {}
+    if speed.get("verdict") == "inconclusive" and speed.get("gated"):
+        caveats.append("speed inconclusive")
+    return f"PASS ({'; '.join(caveats)})" if caveats else "PASS"
+
+
+def weights_cell(entry: dict[str, Any]) -> str:
+    """'weights 5 of 7': trainable weights whose gradient was compared, of all ('-' without weight accounting)."""
+    account = entry.get("weight_account")
+    if not account:
+        return "-"
+    if not account.get("gradients_checked", True):
+        return f"weights 0 of {account['total']} (grad=False)"
+    return f"weights {account['compared']} of {account['total']}"
 
 
 def _sortable(value: Any) -> float:

@@ -112,7 +112,7 @@ class TreeComparison:
 
 @dataclass(frozen=True)
 class SpeedResult:
-    """Target time / source time, the median of interleaved rounds (see ``timing``)."""
+    """Target time / source time, the median of interleaved rounds, and the evidence for its verdict (``timing``)."""
 
     ratio: float
     source_s: float
@@ -127,6 +127,26 @@ class SpeedResult:
     # What was timed: "forward" or "forward_backward"; calls per timed sample (see timing.plan_rounds).
     timed: str = "forward"
     iterations: int = 1
+    # Which clock decided ("wall" on the CPU; "CUDA events" or "synchronised wall" on cuda), and the
+    # distribution-free confidence interval of the median ratio at ``confidence`` that the verdict was read from.
+    clock: str = "wall"
+    ratio_low: float = -math.inf
+    ratio_high: float = math.inf
+    confidence: float = 0.0
+    # "pass", "fail" or "inconclusive" (the interval still contained the allowed ratio when the looks ran out);
+    # None when nothing was allowed (speed measured for the record only).
+    verdict: str | None = None
+    looks: int = 1
+    # The median ratio by the other clock sampled beside the deciding one (process CPU time beside wall time on the
+    # CPU, synchronised wall time beside CUDA events), as a cross-check; None when only one clock was sampled.
+    cross_check_clock: str | None = None
+    cross_check_ratio: float | None = None
+    # Seconds the measurement took, warm-up included.
+    measure_s: float = 0.0
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.verdict == "inconclusive" and self.gated
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,7 +161,52 @@ class SpeedResult:
             "gated": self.gated,
             "timed": self.timed,
             "iterations": self.iterations,
+            "clock": self.clock,
+            "ratio_low": _json_float(self.ratio_low),
+            "ratio_high": _json_float(self.ratio_high),
+            "confidence": self.confidence,
+            "verdict": self.verdict,
+            "looks": self.looks,
+            "cross_check_clock": self.cross_check_clock,
+            "cross_check_ratio": self.cross_check_ratio,
+            "measure_s": self.measure_s,
         }
+
+
+@dataclass(frozen=True)
+class WeightAccount:
+    """Which of the source's trainable weights had their gradient compared, and why the others did not.
+
+    A PASS claims every trainable weight's gradient was compared: ``uncompared`` (neither compared nor allowed) fails
+    the check; ``allowed`` (not compared, accepted by the user with unmatched_weights=) makes the pass partial;
+    ``unused`` weights do not influence the outputs (their source gradient is absent or exactly zero on these inputs),
+    so there was nothing to compare."""
+
+    total: int
+    compared: int
+    uncompared: dict[str, str] = field(default_factory=dict)
+    allowed: dict[str, str] = field(default_factory=dict)
+    unused: dict[str, str] = field(default_factory=dict)
+    # False when the check ran with grad=False: no weight gradient was compared, as the user asked.
+    gradients_checked: bool = True
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.allowed) or not self.gradients_checked
+
+    def describe(self) -> str:
+        """'weights compared 5 of 7 (1 unused, 1 allowed)' or 'weights: gradients not compared (grad=False)'."""
+        if not self.gradients_checked:
+            return f"weights: gradients of {self.total} not compared (grad=False)"
+        extra = [f"{len(group)} {what}" for what, group in (("not compared", self.uncompared),
+                                                            ("allowed uncompared", self.allowed),
+                                                            ("unused", self.unused)) if group]
+        return f"weights compared {self.compared} of {self.total}" + (f" ({', '.join(extra)})" if extra else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "compared": self.compared, "uncompared": dict(self.uncompared),
+                "allowed": dict(self.allowed), "unused": dict(self.unused),
+                "gradients_checked": self.gradients_checked, "partial": self.partial}
 
 
 @dataclass
@@ -158,10 +223,15 @@ class ParityResult:
     weight_names: dict[str, str] = field(default_factory=dict)
     # Source weights with no counterpart in the target (for example folded by the converter): name -> why.
     unmatched_weights: dict[str, str] = field(default_factory=dict)
+    # Which trainable source weights had their gradient compared (None: a check that does not carry weights across).
+    weight_account: WeightAccount | None = None
     speed: SpeedResult | None = None
     # Seconds spent carrying the model across (export, import, weight matching), and running the comparison.
     conversion_s: float = 0.0
     run_s: float = 0.0
+    # Seconds this check spent on first imports of the converters before its conversion was timed (not part of
+    # conversion_s; the session reports their sum once).
+    import_s: float = 0.0
     # Convert mode with the conversion cache on: "hit" (export skipped), "miss", "rebuilt" (a corrupt entry was
     # replaced), "uncacheable" (the model's class source could not be read); None otherwise.
     conversion_cache: str | None = None
@@ -184,6 +254,7 @@ class ParityResult:
             self.outputs.passed
             and all(c.passed for c in (self.grads or {}).values())
             and all(c.passed for c in self.weights.values())
+            and (self.weight_account is None or not self.weight_account.uncompared)
             and (self.speed is None or self.speed.passed)
             and not self.drift
         )
@@ -204,6 +275,7 @@ class ParityResult:
             "weights": {name: c.to_dict() for name, c in self.weights.items()},
             "weight_names": dict(self.weight_names),
             "unmatched_weights": dict(self.unmatched_weights),
+            "weight_account": None if self.weight_account is None else self.weight_account.to_dict(),
             "speed": None if self.speed is None else self.speed.to_dict(),
             "conversion_s": self.conversion_s,
             "conversion_cache": self.conversion_cache,

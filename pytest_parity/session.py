@@ -11,6 +11,9 @@ KNOWN_DEVICES = ("cpu", "cuda")
 # --parity-speed: off (speed= is not measured), report (measured, never fails), gate (speed= is asserted; turned into
 # report under pytest-xdist, whose workers share cores), force (asserted even under xdist).
 SPEED_MODES = ("off", "report", "gate", "force")
+# What a gated speed= measurement too noisy to decide does to the test (--parity-speed-inconclusive, or the marker's
+# speed_inconclusive=): warn (passes with a ParitySpeedWarning), fail, skip.
+INCONCLUSIVE_ACTIONS = ("warn", "fail", "skip")
 # --parity-cache: the conversion cache under pytest's cache dir (see conversion_cache).
 CACHE_MODES = ("on", "off")
 
@@ -37,7 +40,8 @@ class ParitySession:
 
     def __init__(self, seed: int, devices: tuple[str, ...], report_path: str | None, speed_mode: str = "gate",
                  speed_note: str | None = None, baseline: Any = None, baseline_update: str | None = None,
-                 baseline_factor: float = 10.0, baseline_speed_tolerance: float = 0.25) -> None:
+                 baseline_factor: float = 10.0, baseline_speed_tolerance: float = 0.25,
+                 speed_inconclusive: str = "warn") -> None:
         self.seed = seed
         self.devices = devices
         self.report_path = report_path
@@ -45,6 +49,10 @@ class ParitySession:
         self.html_path: str | None = None
         self.speed_mode = speed_mode
         self.speed_note = speed_note
+        self.speed_inconclusive = speed_inconclusive
+        # Seconds the first checks spent importing the frameworks and converters, once per session (not part of any
+        # check's conversion_s); summed over xdist workers by the controller.
+        self.import_s = 0.0
         # A loaded pytest_parity.baseline.Baseline to compare against, and/or a path to write the baseline to.
         self.baseline = baseline
         self.baseline_update = baseline_update

@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_parity.errors import ParityUsageError
 from pytest_parity.layouts import parse_layouts
-from pytest_parity.session import KNOWN_DEVICES, parse_devices_option
+from pytest_parity.session import INCONCLUSIVE_ACTIONS, KNOWN_DEVICES, parse_devices_option
 
 __all__ = ["KNOWN_DEVICES", "MARKER_ARGUMENTS", "ParitySettings", "parse_devices_option", "resolve", "with_overrides"]
 
@@ -37,6 +37,9 @@ class ParitySettings:
     speed: float | None = None
     # What speed times: "forward" (inference) or "forward_backward" (forward plus the vector-Jacobian product).
     timed: str = "forward"
+    # What a gated speed= measurement whose interval still contains the limit after every look does to the test:
+    # "warn" (passes with a ParitySpeedWarning), "fail", or "skip" (see timing).
+    speed_inconclusive: str = "warn"
     seed: int = 0
     # Give all-constant weights (zero biases, unit BN scales, identity BN statistics) seeded random values before the
     # check, and restore them afterwards: converters drop zero biases and fold identity statistics, which would hide
@@ -47,6 +50,9 @@ class ParitySettings:
     # A failure whose only sign is a few input-gradient elements (a near-tie at a max-pool or ReLU kink) is re-checked
     # once with the float inputs moved by a relative 1e-3: see near_ties.
     near_tie_retry: bool = True
+    # Trainable source weights whose gradient the check could not compare (folded, merged, no counterpart): "fail"
+    # (the check fails naming them), "allow" (a partial pass that says so), or names / fnmatch patterns to allow.
+    unmatched_weights: str | tuple[str, ...] = "fail"
 
 
 MARKER_ARGUMENTS = tuple(f.name for f in fields(ParitySettings))
@@ -101,6 +107,22 @@ def _check_value(name: str, value: Any) -> Any:
             raise ParityUsageError(f"parity argument timed={value!r} must be one of {TIMED_CHOICES}: what speed= "
                                    f"times, inference forward passes or forward plus backward")
         return value
+    if name == "speed_inconclusive":
+        if value not in INCONCLUSIVE_ACTIONS:
+            raise ParityUsageError(f"parity argument speed_inconclusive={value!r} must be one of "
+                                   f"{INCONCLUSIVE_ACTIONS}: what a speed measurement too noisy to decide does to "
+                                   f"the test")
+        return value
+    if name == "unmatched_weights":
+        if value in ("fail", "allow"):
+            return value
+        if isinstance(value, str):
+            value = (value,)
+        if (isinstance(value, (list, tuple)) and value and all(isinstance(item, str) and item for item in value)):
+            return tuple(value)
+        raise ParityUsageError(f"parity argument unmatched_weights={value!r} must be 'fail' (a weight whose gradient "
+                               f"could not be compared fails the check), 'allow' (a partial pass, reported), or a "
+                               f"non-empty list of weight names or fnmatch patterns to allow, e.g. ['bn/*']")
     if name == "layouts":
         pair = parse_layouts(value)
         return None if pair is None else (pair.source, pair.target)

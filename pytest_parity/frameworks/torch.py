@@ -108,6 +108,9 @@ class TorchModel:
         return unflatten_like(tree, leaves_np), input_grads, weight_grads
 
     # -- timing ----------------------------------------------------------------------------------------------
+    def cuda_event_timer(self) -> CudaEventTimer:
+        return CudaEventTimer(self.torch)
+
     def speed_call(self, inputs: ModelInputs, device: str, timed: str) -> Callable[[], None]:
         torch = self.torch
         self.module.eval()
@@ -210,3 +213,22 @@ def _silence_onnx2torch_indexing_warning(module: Any) -> None:
             return forward(*args, **kwargs)
 
     module.forward = forward_without_the_indexing_warning
+
+
+class CudaEventTimer:
+    """Device time between two CUDA events on the current stream (timing.Timer): what the GPU spent, not what the
+    host waited, so a busy host CPU does not inflate it."""
+
+    def __init__(self, torch: Any) -> None:
+        self.torch = torch
+
+    def start(self) -> Any:
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def stop(self, token: Any) -> float:
+        end = self.torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        return float(token.elapsed_time(end)) / 1e3  # elapsed_time is in milliseconds

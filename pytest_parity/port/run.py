@@ -22,6 +22,7 @@ from pytest_parity.port.ops import ModelStructure
 from pytest_parity.port.transfer import TransferPlan, plan_transfer
 from pytest_parity.result import ParityResult
 from pytest_parity.settings import ParitySettings
+from pytest_parity.weight_accounting import account_weights
 
 
 def _record(adapter: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
@@ -131,9 +132,13 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         speed = measure_speed_if_asked(settings, speed_gate, device, source, inputs, target, target_inputs)
 
         names = plan.target_names()
+        compared = [name for name in (grads or {}) if name in source_values]
+        account = account_weights(source.trainable_names(), compared, dict(plan.unused), source_weight_grads,
+                                  settings.unmatched_weights, settings.grad)
         result = ParityResult(
             route=f"port: {source.framework} -> {target.framework}", device=device,
-            outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused), speed=speed,
+            outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused),
+            weight_account=account, speed=speed,
             conversion_s=conversion_s, run_s=run_s, notes=list(plan.notes))
         if not result.passed:
             # The per-layer comparison follows forward activations: with the outputs agreeing it can only report that

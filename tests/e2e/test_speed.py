@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fixtures.ports import GOOD_PORTS
-from pytest_parity import ParityError
+from pytest_parity import ParityError, timing
 from pytest_parity.check import run_check
 from pytest_parity.settings import ParitySettings
 
@@ -28,8 +28,10 @@ def test_speed_is_measured_with_its_spread_for_both_kinds_of_timing(timed):
     result = _port_check(speed=1e3, timed=timed)
     speed = result.speed
     assert result.passed and speed.timed == timed and speed.gated
-    assert speed.rounds >= 7 and speed.iterations >= 1
-    assert speed.ratio_min <= speed.ratio <= speed.ratio_max
+    assert speed.rounds >= timing.MIN_ROUNDS and speed.iterations >= 1
+    assert speed.ratio_min <= speed.ratio_low <= speed.ratio <= speed.ratio_high <= speed.ratio_max
+    assert speed.verdict == "pass" and speed.clock == timing.WALL and speed.cross_check_clock == timing.CPU
+    assert speed.cross_check_ratio > 0
     assert speed.source_s > 0 and speed.target_s > 0
 
 
@@ -38,8 +40,8 @@ def test_a_ratio_that_cannot_be_met_fails_with_the_figure_spread_and_bound():
         _port_check(speed=1e-3)
     message = str(failure.value)
     assert "outputs: agree within tolerance" in message
-    assert "speed: target is " in message and "allowed 0.00x; timed: forward)" in message
-    assert failure.value.result.speed.passed is False
+    assert "speed: target is " in message and "allowed 0.00x; clock: wall, by process CPU time " in message
+    assert failure.value.result.speed.passed is False and failure.value.result.speed.verdict == "fail"
 
 
 def test_report_only_measures_without_failing():
@@ -70,8 +72,8 @@ def test_speed(parity):
 
 
 @pytest.mark.parametrize(("mode", "outcome", "expected"), [
-    ("gate", "failed", r"*test_speed*x (*-*) <= 0.00 *FAIL*"),
-    ("report", "passed", r"*test_speed*x (*-*) <= 0.00 report*PASS*"),
+    ("gate", "failed", r"*test_speed*x [[]*-*[]] <= 0.00 wall *FAIL*"),
+    ("report", "passed", r"*test_speed*x [[]*-*[]] <= 0.00 wall report*PASS*"),
     ("off", "passed", r"*test_speed[[]cpu[]]*torch -> onnx -> torch*-  *PASS*"),
 ])
 def test_speed_modes_through_the_plugin(pytester, mode, outcome, expected):
@@ -79,3 +81,51 @@ def test_speed_modes_through_the_plugin(pytester, mode, outcome, expected):
     result = pytester.runpytest_subprocess(f"--parity-speed={mode}", "-p", "no:cacheprovider")
     result.assert_outcomes(**{outcome: 1})
     result.stdout.fnmatch_lines([expected])
+
+
+# The statistical rule is unit-tested with fake clocks (tests/unit/test_timing.py); here the plumbing of an
+# inconclusive measurement through the plugin, with the real frameworks: the verdict is forced inconclusive.
+INCONCLUSIVE = """
+import pytest
+import torch
+from pytest_parity import timing
+
+timing.decide = lambda interval, allowed: timing.INCONCLUSIVE
+timing.MAX_LOOKS = 1
+
+@pytest.mark.parity(devices=("cpu",), speed=1.0{marker})
+def test_speed(parity):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    parity.check(model, inputs=parity.randn(16, 8))
+"""
+
+
+@pytest.mark.parametrize(("options", "marker", "outcome", "expected"), [
+    ((), "", {"passed": 1, "warnings": 1}, ["*ParitySpeedWarning*speed inconclusive: target is*",
+                                             "*PASS (speed inconclusive)*",
+                                             "1 of them with a speed measurement too noisy to decide*"]),
+    (("--parity-speed-inconclusive=fail",), "", {"failed": 1}, ["*speed inconclusive: target is*", "*FAIL*"]),
+    (("--parity-speed-inconclusive=skip",), "", {"skipped": 1}, ["*speed inconclusive*"]),
+    # The marker wins over the command line.
+    (("--parity-speed-inconclusive=fail",), ", speed_inconclusive='warn'", {"passed": 1, "warnings": 1},
+     ["*PASS (speed inconclusive)*"]),
+])
+def test_an_inconclusive_measurement_does_what_the_user_chose(pytester, options, marker, outcome, expected):
+    pytester.makepyfile(test_session=INCONCLUSIVE.format(marker=marker))
+    result = pytester.runpytest_subprocess(*options, "-p", "no:cacheprovider", "-rs",
+                                           "--parity-report=report.json")
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines(expected)
+    import json
+
+    speed = json.loads((pytester.path / "report.json").read_text())["results"][0]["speed"]
+    assert speed["verdict"] == "inconclusive" and speed["clock"] == "wall"
+    assert speed["passed"] is ("failed" not in outcome)
+
+
+def test_the_session_reports_one_time_imports_apart_from_conversion_time(pytester):
+    pytester.makepyfile(test_session=SESSION.replace("speed=1e-3", "speed=None"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["one-time imports of the frameworks and converters: * s (not counted in any check's "
+                                 "conversion time)"])

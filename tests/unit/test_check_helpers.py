@@ -160,8 +160,8 @@ def test_failure_message_speed_and_diagnosis():
     result = _failing_result(speed=speed)
     result.diagnosis = "the ONNX -> torch import step diverged"
     message = failure_message(result, "src", "tgt")
-    assert ("speed: target is 3.00x slower than source (median of 9 rounds, spread 2.50-3.50x, allowed 1.50x; "
-            "timed: forward)" in message)
+    assert ("speed: target is 3.00x slower than source (median of 9 rounds in 1 look(s), too few rounds for an "
+            "interval, spread 2.50-3.50x, allowed 1.50x; clock: wall; timed: forward)" in message)
     assert message.splitlines()[-1] == "diagnosis: the ONNX -> torch import step diverged"
 
 

@@ -1,0 +1,75 @@
+"""Which trainable weights a check compared, and the verdict's claim about them (shared by convert and port mode).
+
+A PASS says every trainable weight's gradient was compared. A weight the check could not follow into the target (a
+converter folded it into another tensor, merged it with an equal one, a port has no counterpart for it) is named with
+the reason and fails the check, unless the user accepted it by name or pattern (unmatched_weights=): then the pass
+is partial, and says so. A weight whose source gradient is absent or exactly zero on these inputs does not influence
+the outputs: it is reported as unused, not as a failure.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from pytest_parity.result import WeightAccount
+
+
+def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_compared: dict[str, str],
+                    source_gradients: dict[str, Any] | None, accepted: str | tuple[str, ...],
+                    gradients_checked: bool) -> WeightAccount:
+    """``why_not_compared``: reasons the mode knows for weights it could not follow; any other trainable weight
+    that was not compared gets a generic one. ``accepted``: "fail" (none), "allow" (all), or names / fnmatch
+    patterns."""
+    trainable = list(dict.fromkeys(trainable))
+    done = set(compared)
+    uncompared: dict[str, str] = {}
+    allowed: dict[str, str] = {}
+    unused: dict[str, str] = {}
+    for name in trainable:
+        if name in done:
+            continue
+        reason = why_not_compared.get(name, "the check found no tensor in the target that it corresponds to")
+        if gradients_checked and source_gradients is not None and _no_influence(source_gradients.get(name)):
+            unused[name] = ("its gradient in the source is zero on these inputs: it does not influence the outputs, "
+                            "so there is nothing to compare")
+        elif _accepted(name, accepted):
+            allowed[name] = reason
+        else:
+            uncompared[name] = reason
+    if not gradients_checked:
+        # grad=False: the user asked for no gradients at all; the account says so instead of failing each weight.
+        return WeightAccount(total=len(trainable), compared=0, gradients_checked=False)
+    return WeightAccount(total=len(trainable), compared=sum(1 for name in trainable if name in done),
+                         uncompared=uncompared, allowed=allowed, unused=unused)
+
+
+def _no_influence(gradient: Any) -> bool:
+    return gradient is None or not np.any(np.asarray(gradient))
+
+
+def _accepted(name: str, accepted: str | tuple[str, ...]) -> bool:
+    if accepted == "allow":
+        return True
+    if isinstance(accepted, str):
+        return False
+    return any(name == pattern or fnmatch.fnmatchcase(name, pattern) for pattern in accepted)
+
+
+def uncompared_section(account: WeightAccount, limit: int) -> list[str]:
+    """The failure message's lines for weights whose gradient was not compared (empty when there are none)."""
+    if not account.uncompared:
+        return []
+    lines = [f"weights: the gradients of {len(account.uncompared)} of {account.total} trainable weight(s) were not "
+             f"compared, so the check cannot claim they agree"]
+    for name, reason in list(account.uncompared.items())[:limit]:
+        lines.append(f"  weight {name!r}: {reason}")
+    if len(account.uncompared) > limit:
+        lines.append(f"  ... and {len(account.uncompared) - limit} more")
+    lines.append("  What you can do: give the weights distinct, non-constant values if they are equal or constant; "
+                 "or accept a partial pass for these weights by name with unmatched_weights=[...] (fnmatch patterns "
+                 "allowed), or unmatched_weights='allow' for all; the result then says which were not compared")
+    return lines

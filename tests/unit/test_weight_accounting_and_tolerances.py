@@ -1,0 +1,114 @@
+"""The verdict's claims: every trainable weight's gradient compared (or named), and gradient tolerances under which a
+zeroed, halved or negated target gradient fails whatever its scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_parity import ParityUsageError, tolerances
+from pytest_parity.check import compare_gradients
+from pytest_parity.frameworks import flatten_inputs
+from pytest_parity.result import WeightAccount
+from pytest_parity.settings import ParitySettings, resolve
+from pytest_parity.weight_accounting import account_weights, uncompared_section
+
+GRADS = {"conv/kernel": np.ones(3), "bn/gamma": np.full(2, 0.5), "bn/beta": np.full(2, 0.1), "pool/unused": None}
+
+
+def test_every_trainable_weight_compared_is_a_full_account():
+    account = account_weights(["a", "b"], ["a", "b"], {}, {"a": np.ones(1), "b": np.ones(1)}, "fail", True)
+    assert account == WeightAccount(total=2, compared=2)
+    assert not account.partial and account.describe() == "weights compared 2 of 2"
+
+
+def test_an_uncompared_weight_is_named_with_its_reason_and_fails():
+    account = account_weights(list(GRADS), ["conv/kernel"], {"bn/gamma": "folded into conv/kernel"}, GRADS, "fail",
+                              True)
+    assert account.uncompared == {"bn/gamma": "folded into conv/kernel",
+                                  "bn/beta": "the check found no tensor in the target that it corresponds to"}
+    assert list(account.unused) == ["pool/unused"]  # no gradient in the source: it does not influence the outputs
+    assert account.compared == 1 and account.total == 4
+    assert account.describe() == "weights compared 1 of 4 (2 not compared, 1 unused)"
+    lines = uncompared_section(account, limit=8)
+    assert lines[0].startswith("weights: the gradients of 2 of 4 trainable weight(s) were not compared")
+    assert "  weight 'bn/gamma': folded into conv/kernel" in lines
+    assert "unmatched_weights=[...]" in lines[-1]
+
+
+def test_an_all_zero_source_gradient_is_unused_not_uncompared():
+    account = account_weights(["w"], [], {}, {"w": np.zeros(3)}, "fail", True)
+    assert account.unused and not account.uncompared
+
+
+@pytest.mark.parametrize(("accepted", "allowed", "uncompared"), [
+    ("allow", {"bn/gamma", "bn/beta"}, set()),
+    (("bn/*",), {"bn/gamma", "bn/beta"}, set()),
+    (("bn/gamma",), {"bn/gamma"}, {"bn/beta"}),
+    (("other",), set(), {"bn/gamma", "bn/beta"}),
+])
+def test_the_user_can_accept_a_partial_pass_by_name_or_pattern(accepted, allowed, uncompared):
+    account = account_weights(list(GRADS), ["conv/kernel"], {}, GRADS, accepted, True)
+    assert set(account.allowed) == allowed and set(account.uncompared) == uncompared
+    assert account.partial is bool(allowed)
+
+
+def test_grad_false_is_a_partial_account_that_fails_nothing():
+    account = account_weights(list(GRADS), [], {}, None, "fail", False)
+    assert account.partial and not account.uncompared and account.compared == 0
+    assert account.describe() == "weights: gradients of 4 not compared (grad=False)"
+
+
+@pytest.mark.parametrize("value", [["bn/*", 3], [], "", 5, ("",)])
+def test_unmatched_weights_setting_is_validated(value):
+    with pytest.raises(ParityUsageError, match="unmatched_weights="):
+        resolve(ParitySettings(), (), {"unmatched_weights": value})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("fail", "fail"), ("allow", "allow"), ("bn/*", ("bn/*",)),
+                                                 (["a", "b*"], ("a", "b*"))])
+def test_unmatched_weights_setting_accepts_modes_and_patterns(value, expected):
+    assert resolve(ParitySettings(), (), {"unmatched_weights": value}).unmatched_weights == expected
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scale-aware gradient tolerances
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_gradient_atol_scales_with_the_tensor_below_grad_atol():
+    small = np.full(4, 1e-5)
+    assert tolerances.gradient_atol(small, 1e-4, overall=1e-2) == pytest.approx(tolerances.SCALE_SHARE * 1e-5)
+    # Never looser than the user's grad_atol.
+    assert tolerances.gradient_atol(np.full(4, 10.0), 1e-4, overall=10.0) == 1e-4
+    # A gradient that is rounding noise of the model's scale is judged against that floor.
+    assert tolerances.gradient_atol(np.full(4, 1e-12), 1e-4, overall=1.0) == pytest.approx(tolerances.NOISE_SHARE)
+
+
+def _check_gradients(source: dict[str, np.ndarray], target: dict[str, np.ndarray]):
+    inputs = flatten_inputs(np.zeros((1, 2), np.float32))
+    return compare_gradients(inputs, [None], [None], source, target, list(source), ParitySettings())
+
+
+@pytest.mark.parametrize("mutate", [np.zeros_like, lambda g: g / 2, np.negative])
+@pytest.mark.parametrize("scale", [1e-5, 1e-4, 1e-3, 1e-1, 1.0])
+def test_a_zeroed_halved_or_negated_gradient_fails_at_any_scale_above_the_rounding_floor(mutate, scale):
+    rng = np.random.default_rng(0)
+    large = rng.standard_normal(64)  # sets the check's overall scale; its rounding floor is ~3e-6
+    small = scale * rng.standard_normal(64)
+    honest = _check_gradients({"large": large, "small": small}, {"large": large.copy(), "small": small.copy()})
+    assert all(c.passed for c in honest.values())
+    mutated = _check_gradients({"large": large, "small": small}, {"large": large.copy(), "small": mutate(small)})
+    assert mutated["large"].passed and not mutated["small"].passed
+    # With the old fixed atol of 1e-4, every tensor under it passed mutated.
+    assert mutated["small"].atol <= max(tolerances.SCALE_SHARE * np.abs(small).max(),
+                                        tolerances.NOISE_SHARE * np.abs(large).max())
+
+
+def test_float32_rounding_of_a_small_gradient_still_passes():
+    rng = np.random.default_rng(1)
+    small = (1e-6 * rng.standard_normal(256)).astype(np.float32)
+    rounded = small * (1 + rng.uniform(-1e-6, 1e-6, small.shape)).astype(np.float32)
+    grads = _check_gradients({"small": small, "big": np.ones(4, np.float32)},
+                             {"small": rounded, "big": np.ones(4, np.float32)})
+    assert grads["small"].passed
