@@ -183,8 +183,9 @@ def main() -> None:
         f"scaled: min({GRAD_ATOL:g}, max({tolerances.SCALE_SHARE:g} own, {tolerances.NOISE_SHARE:g} overall)) (now)":
             lambda row: tolerances.gradient_atol(np.array([row["own"]]), GRAD_ATOL, row["overall"]),
         "scaled without the floor: min(1e-4, 1e-2 own)": lambda row: min(GRAD_ATOL, 1e-2 * row["own"]),
-        "scaled, share 1e-3: min(1e-4, max(1e-3 own, 1e-6 overall))":
-            lambda row: min(GRAD_ATOL, max(1e-3 * row["own"], 1e-6 * row["overall"])),
+        **{f"scaled, floor {floor:g}: min(1e-4, max(1e-2 own, {floor:g} overall))":
+           (lambda row, floor=floor: min(GRAD_ATOL, max(1e-2 * row["own"], floor * row["overall"])))
+           for floor in (1e-6, 1e-8, 3e-9)},
     }
     print(f"\n{'rule':<78} {'false fail':>10} {'zeroed':>12} {'halved':>12} {'negated':>12} {'below floor':>11}")
     for label, rule in rules.items():

@@ -252,7 +252,7 @@ def _compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework:
                                  "False: converters drop an Add of zeros and fold constant factors, so no tensor of "
                                  "the target holds it; leave randomize_constant_weights on to follow it")
     account = account_weights(source.trainable_names(), [m.source_name for m in grad_matches], why_not,
-                              source_weight_grads, settings.unmatched_weights, settings.grad)
+                              source_weight_grads, settings.unmatched_weights, settings.grad, grads)
     result = ParityResult(
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
         weight_names={m.source_name: m.target_name for m in matching.matches},

@@ -189,6 +189,9 @@ class WeightAccount:
     unused: dict[str, str] = field(default_factory=dict)
     # False when the check ran with grad=False: no weight gradient was compared, as the user asked.
     gradients_checked: bool = True
+    # Compared weights whose whole source gradient lies within its tolerance (below the model's float32 rounding
+    # floor, see tolerances): a zeroed target gradient would pass them too, so their comparison shows little.
+    within_rounding_of_zero: tuple[str, ...] = ()
 
     @property
     def partial(self) -> bool:
@@ -200,13 +203,16 @@ class WeightAccount:
             return f"weights: gradients of {self.total} not compared (grad=False)"
         extra = [f"{len(group)} {what}" for what, group in (("not compared", self.uncompared),
                                                             ("allowed uncompared", self.allowed),
-                                                            ("unused", self.unused)) if group]
+                                                            ("unused", self.unused),
+                                                            ("within rounding of zero", self.within_rounding_of_zero))
+                 if group]
         return f"weights compared {self.compared} of {self.total}" + (f" ({', '.join(extra)})" if extra else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "compared": self.compared, "uncompared": dict(self.uncompared),
                 "allowed": dict(self.allowed), "unused": dict(self.unused),
-                "gradients_checked": self.gradients_checked, "partial": self.partial}
+                "gradients_checked": self.gradients_checked, "partial": self.partial,
+                "within_rounding_of_zero": list(self.within_rounding_of_zero)}
 
 
 @dataclass

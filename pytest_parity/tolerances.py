@@ -11,7 +11,14 @@ halved or negated target fail whenever SCALE_SHARE < 0.5 - grad_rtol. The second
 whole computation: a gradient that is zero in exact arithmetic (a key-projection bias before a softmax, which shifts
 every logit of a row alike) comes out as rounding noise of the model's scale, and two frameworks' noise differs; it is
 judged against that floor, which is also all that can be said of it. grad_atol stays the ceiling: never looser than
-the user asked. The shares are measured: benchmarks/gradient_scale_tolerances.py (figures in the README).
+the user asked.
+
+The shares are measured (benchmarks/gradient_scale_tolerances.py, 2849 gradient tensors of 30 checks: the demo's Keras
+models, the PyTorch convert-mode models, torchvision, timm and transformers). Honest differences relative to their own
+tensor reach 6.6e-6 (99th percentile 3.6e-6): SCALE_SHARE 1e-2 leaves a margin of 1500. Gradients that are zero in
+exact arithmetic (BERT's key biases, MLP-Mixer's token-MLP output biases, PoolFormer's norm biases ahead of a
+normalisation) differ by up to 8.1e-9 G: NOISE_SHARE 1e-7 leaves a margin of 12 (3e-9 already fails 7 of them).
+Below the floor a zeroed gradient cannot be told from rounding: weight_accounting counts such tensors per check.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Iterable
 import numpy as np
 
 SCALE_SHARE = 1e-2
-NOISE_SHARE = 1e-6
+NOISE_SHARE = 1e-7
 
 
 def largest_magnitude(gradients: Iterable[np.ndarray | None]) -> float:

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.result import WeightAccount
+from pytest_parity.result import Comparison, WeightAccount
 
 
 def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_compared: dict[str, str],
                     source_gradients: dict[str, Any] | None, accepted: str | tuple[str, ...],
-                    gradients_checked: bool) -> WeightAccount:
+                    gradients_checked: bool, comparisons: dict[str, Comparison] | None = None) -> WeightAccount:
     """``why_not_compared``: reasons the mode knows for weights it could not follow; any other trainable weight
     that was not compared gets a generic one. ``accepted``: "fail" (none), "allow" (all), or names / fnmatch
-    patterns."""
+    patterns. ``comparisons``: the gradient comparisons, to count those a zeroed target would also pass."""
     trainable = list(dict.fromkeys(trainable))
     done = set(compared)
     uncompared: dict[str, str] = {}
@@ -43,8 +43,17 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
     if not gradients_checked:
         # grad=False: the user asked for no gradients at all; the account says so instead of failing each weight.
         return WeightAccount(total=len(trainable), compared=0, gradients_checked=False)
+    near_zero = tuple(name for name in trainable if name in done and name in (comparisons or {})
+                      and _within_tolerance_of_zero(comparisons[name]))  # type: ignore[index]
     return WeightAccount(total=len(trainable), compared=sum(1 for name in trainable if name in done),
-                         uncompared=uncompared, allowed=allowed, unused=unused)
+                         uncompared=uncompared, allowed=allowed, unused=unused, within_rounding_of_zero=near_zero)
+
+
+def _within_tolerance_of_zero(comparison: Comparison) -> bool:
+    """A zeroed target would pass: every |source| element <= atol + rtol |source| (exact zeros excluded: there a zero
+    target is right, and unused weights are reported as such)."""
+    scale = comparison.source_max_abs
+    return 0.0 < scale * (1.0 - comparison.rtol) <= comparison.atol
 
 
 def _no_influence(gradient: Any) -> bool:

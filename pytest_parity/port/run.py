@@ -134,7 +134,7 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         names = plan.target_names()
         compared = [name for name in (grads or {}) if name in source_values]
         account = account_weights(source.trainable_names(), compared, dict(plan.unused), source_weight_grads,
-                                  settings.unmatched_weights, settings.grad)
+                                  settings.unmatched_weights, settings.grad, grads)
         result = ParityResult(
             route=f"port: {source.framework} -> {target.framework}", device=device,
             outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused),

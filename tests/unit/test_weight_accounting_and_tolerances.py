@@ -91,10 +91,10 @@ def _check_gradients(source: dict[str, np.ndarray], target: dict[str, np.ndarray
 
 
 @pytest.mark.parametrize("mutate", [np.zeros_like, lambda g: g / 2, np.negative])
-@pytest.mark.parametrize("scale", [1e-5, 1e-4, 1e-3, 1e-1, 1.0])
+@pytest.mark.parametrize("scale", [1e-6, 1e-5, 1e-4, 1e-3, 1e-1, 1.0])
 def test_a_zeroed_halved_or_negated_gradient_fails_at_any_scale_above_the_rounding_floor(mutate, scale):
     rng = np.random.default_rng(0)
-    large = rng.standard_normal(64)  # sets the check's overall scale; its rounding floor is ~3e-6
+    large = rng.standard_normal(64)  # sets the check's overall scale; its rounding floor is ~3e-7
     small = scale * rng.standard_normal(64)
     honest = _check_gradients({"large": large, "small": small}, {"large": large.copy(), "small": small.copy()})
     assert all(c.passed for c in honest.values())
@@ -112,3 +112,13 @@ def test_float32_rounding_of_a_small_gradient_still_passes():
     grads = _check_gradients({"small": small, "big": np.ones(4, np.float32)},
                              {"small": rounded, "big": np.ones(4, np.float32)})
     assert grads["small"].passed
+
+
+def test_the_account_counts_gradients_a_zeroed_target_would_also_pass():
+    large = np.ones(8)
+    below_floor = np.full(8, 1e-9)  # under 1e-7 of the check's largest gradient: rounding, by the floor
+    grads = _check_gradients({"large": large, "tiny": below_floor}, {"large": large, "tiny": below_floor})
+    account = account_weights(["large", "tiny"], ["large", "tiny"], {}, {"large": large, "tiny": below_floor},
+                              "fail", True, grads)
+    assert account.within_rounding_of_zero == ("tiny",)
+    assert account.describe() == "weights compared 2 of 2 (1 within rounding of zero)"
