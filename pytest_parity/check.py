@@ -380,14 +380,14 @@ def _backward_diagnosis(result: ParityResult, conversion: bridge.Conversion) -> 
     failing = [c.name for c in (result.grads or {}).values() if not c.passed]
     if not failing:
         return None
-    shared = bridge.initializers_read_by_several_nodes(conversion.onnx_model)
+    shared = bridge.weights_copied_per_reader(conversion.onnx_model)
     text = ("the outputs agree, so the forward graph was carried across faithfully; the difference is in the backward "
             "pass of the converted model")
     if shared:
         examples = ", ".join(f"{name!r} ({count} readers)" for name, count in list(shared.items())[:3])
-        text += (f". {len(shared)} weight tensor(s) of the ONNX graph are read by several nodes ({examples}), and "
-                 f"onnx2torch gives each of those readers its own copy, which splits such a weight's gradient "
-                 f"between the copies: a weight shared this way (a Conv reused, a tied kernel) is a likely cause")
+        text += (f". {len(shared)} weight tensor(s) of the ONNX graph are read by several nodes ({examples}), among "
+                 f"them a ConvTranspose or normalisation whose onnx2torch converter gives each reader its own copy, "
+                 f"which splits the weight's gradient between the copies: a likely cause")
     return text
 
 

@@ -119,7 +119,6 @@ class ParityFixture:
         from pytest_parity import timing
 
         text = f"{self._request.node.nodeid}: {timing.describe(speed)}"
-        self._request.node.user_properties.append(("parity_speed_verdict", speed.verdict))
         if action == "skip":
             pytest.skip(text)
         import warnings

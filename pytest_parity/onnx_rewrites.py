@@ -100,3 +100,37 @@ def fill_omitted_clip_bounds(graph: Any) -> int:
                 node.input[position] = name
         rewritten += 1
     return rewritten
+
+
+# The op a Conv becomes when onnx2torch's Conv converter cannot keep its weight one tensor (see onnx2torch_conv, which
+# registers the converter for it; named here so that this module needs no torch).
+# No dots: onnx2torch names the module "<domain>/<node>", and torch refuses dots in module names.
+CONV_OF_INPUT_WEIGHT_DOMAIN = "pytest_parity"
+CONV_OF_INPUT_WEIGHT = "ConvOfInputWeight"
+CONV_OF_INPUT_WEIGHT_VERSION = 1
+
+
+def route_convs_reading_shared_or_computed_weights(model_proto: Any) -> Any:
+    """The model for onnx2torch, with every Conv whose weight or bias is computed at run time (no initializer), or is
+    an initializer that other nodes read too, turned into a CONV_OF_INPUT_WEIGHT node. The given model is left as it
+    is (onnxruntime, the referee, runs it and knows no such op); a copy is returned when a node changed."""
+    graph = model_proto.graph
+    initializers = {initializer.name for initializer in graph.initializer}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in set(node.input):
+            readers[name] = readers.get(name, 0) + 1
+    rerouted = [index for index, node in enumerate(graph.node)
+                if node.op_type == "Conv" and node.domain in ("", "ai.onnx")
+                and any(name and (name not in initializers or readers[name] > 1) for name in node.input[1:3])]
+    if not rerouted:
+        return model_proto
+    copy = type(model_proto)()
+    copy.CopyFrom(model_proto)
+    for index in rerouted:
+        node = copy.graph.node[index]
+        node.op_type, node.domain = CONV_OF_INPUT_WEIGHT, CONV_OF_INPUT_WEIGHT_DOMAIN
+    if all(entry.domain != CONV_OF_INPUT_WEIGHT_DOMAIN for entry in copy.opset_import):
+        entry = copy.opset_import.add()
+        entry.domain, entry.version = CONV_OF_INPUT_WEIGHT_DOMAIN, CONV_OF_INPUT_WEIGHT_VERSION
+    return copy

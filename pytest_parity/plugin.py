@@ -283,8 +283,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in summary_lines(session.records):
         terminalreporter.write_line(line)
     if session.import_s >= 0.05:  # below that the frameworks were already loaded by the tests themselves
-        terminalreporter.write_line(f"one-time imports of the frameworks and converters: {session.import_s:.1f} s "
-                                    f"(not counted in any check's conversion time)")
+        terminalreporter.write_line(f"one-time imports and warm-up of the frameworks and converters: "
+                                    f"{session.import_s:.1f} s (not counted in any check's conversion time)")
     if session.report_path:
         terminalreporter.write_line(f"parity report written to {session.report_path}")
     if session.html_path:

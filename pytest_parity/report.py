@@ -150,7 +150,7 @@ def _conversion_cache_line(records: list[dict[str, Any]]) -> str | None:
 
 
 def speed_cell(speed: dict[str, Any] | None) -> str:
-    """'2.31x [2.05-2.60] <= 2.50 cpu': the median ratio target/source, the confidence interval its verdict was read
+    """'2.31x [2.05-2.60] <= 2.50 wall': the median ratio target/source, the confidence interval its verdict was read
     from (the min-max spread in brackets of the other kind when there was none), the limit, and the deciding clock;
     marked 'inconclusive' or 'report' when it decided nothing."""
     if not speed:

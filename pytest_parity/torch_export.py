@@ -90,6 +90,28 @@ def _export_with_prebuilt_registry() -> Callable[..., Any] | None:
     return export
 
 
+@functools.cache
+def warm_up() -> None:
+    """The first torch.export of a process costs ~1.8 s more than later ones (dynamo's first trace, the torchlib
+    registry): paid once here, on a Linear(1, 1), so that no check's conversion time carries it. A warm-up that
+    fails changes nothing: the real export reports its own errors."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.nn.Linear(1, 1).eval()
+            export_with_registry = _export_with_prebuilt_registry()
+            arguments = (torch.zeros(1, 1),)
+            if export_with_registry is not None:
+                export_with_registry(module, arguments, {}, ["x"])
+            else:
+                torch.onnx.export(module, arguments, dynamo=True, opset_version=EXPORT_OPSET, optimize=False,
+                                  verbose=False)
+    except Exception:
+        pass
+
+
 def _fold_constants_except_weights(model_ir: Any) -> None:
     """Fold shape arithmetic and other constant subexpressions, but no node that reads a weight.
 

@@ -188,7 +188,10 @@ def from_onnx(model_proto: Any) -> TorchModel:
         import onnx2torch
     except ImportError as error:
         raise FrameworkNotInstalled("torch", "onnx2torch", error) from error
-    from pytest_parity import onnx2torch_converters  # registers LSTM, GRU, RNN, Loop, ReverseSequence
+    from pytest_parity import (
+        onnx2torch_conv,  # noqa: F401 - registers the Conv of a shared or computed weight
+        onnx2torch_converters,  # registers LSTM, GRU, RNN, Loop, ReverseSequence
+    )
 
     with onnx2torch_converters.model_opsets(model_proto):
         module = onnx2torch.convert(model_proto)

@@ -50,3 +50,44 @@ def test_keras_layer_applied_to_two_inputs_gets_its_whole_gradient():
     assert result.passed
     kernel = next(name for name in result.grads if name.endswith("kernel"))
     assert result.grads[kernel].passed and result.grads[kernel].total == 12
+
+
+class ConvAppliedTwice(nn.Module):
+    """One depthwise Conv applied to two halves of the channels' input (timm's CoaT does this with its relative
+    position convolutions), then a pointwise mix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.mix = nn.Conv2d(8, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mix(torch.cat([self.depthwise(x[:, :4]), self.depthwise(x[:, 4:])], dim=1))
+
+
+def test_conv_read_by_two_nodes_keeps_one_weight_and_its_whole_gradient():
+    x = np.random.default_rng(0).standard_normal((2, 8, 6, 6)).astype(np.float32)
+    result = check(ConvAppliedTwice(), x)
+    assert result.passed and result.weight_account.compared == result.weight_account.total == 4
+    assert result.grads["depthwise.weight"].passed and result.grads["depthwise.bias"].passed
+
+
+class WeightNormConv(nn.Module):
+    """A Conv1d whose weight is computed at run time (weight_norm: g * v / ||v||, as in Wav2Vec2's positional
+    convolution), with asymmetric padding around it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(nn.Conv1d(3, 5, 4, padding=2), dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))[:, :, :-1]
+
+
+def test_conv_with_a_computed_weight_converts_and_its_parts_get_their_gradients():
+    x = np.random.default_rng(1).standard_normal((2, 3, 10)).astype(np.float32)
+    result = check(WeightNormConv(), x)
+    assert result.passed
+    names = set(result.grads) - {"input"}
+    assert names == {"conv.bias", "conv.parametrizations.weight.original0", "conv.parametrizations.weight.original1"}
+    assert result.weight_account.compared == 3

@@ -72,3 +72,47 @@ def test_a_clip_bound_computed_at_run_time_is_refused_naming_the_node_the_op_and
     assert ("onnx2torch's converter for the ONNX op Clip refused node 'clamp_to_the_mean': Dynamic value of min/max "
             "is not implemented") in message
     assert "What you can do: express that computation differently in the model" in message
+
+
+def _conv_model(shared: bool, computed: bool):
+    """x (1, 2, 5, 5) -> Conv(W) [-> Conv(W) again] -> y; W an initializer, or Mul(V, 2) computed at run time."""
+    weight = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "W" if not computed else "V")
+    nodes = []
+    if computed:
+        nodes.append(helper.make_node("Mul", ["V", "two"], ["W"], name="computed_weight"))
+    nodes.append(helper.make_node("Conv", ["x", "W"], ["h"], name="first", pads=[1, 1, 1, 1], group=2))
+    nodes.append(helper.make_node("Conv", ["h", "W"] if shared else ["h", "W2"], ["y"], name="second",
+                                  pads=[1, 1, 1, 1], group=2))
+    initializers = [weight, numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+                    numpy_helper.from_array(np.full((2, 1, 3, 3), 0.5, np.float32), "W2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 5])],
+                              initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize(("shared", "computed", "rerouted"), [
+    (False, False, set()), (True, False, {"first", "second"}), (False, True, {"first"}),
+    (True, True, {"first", "second"}),
+])
+def test_convs_reading_a_shared_or_computed_weight_are_rerouted_on_a_copy(shared, computed, rerouted):
+    model = _conv_model(shared, computed)
+    original = model.SerializeToString()
+    routed = onnx_rewrites.route_convs_reading_shared_or_computed_weights(model)
+    assert model.SerializeToString() == original  # the referee's graph is left as it is
+    assert {node.name for node in routed.graph.node if node.op_type == onnx_rewrites.CONV_OF_INPUT_WEIGHT} == rerouted
+    assert (routed is model) is (not rerouted)
+    if rerouted:
+        assert any(entry.domain == onnx_rewrites.CONV_OF_INPUT_WEIGHT_DOMAIN for entry in routed.opset_import)
+
+
+@pytest.mark.parametrize(("shared", "computed"), [(True, False), (False, True)])
+def test_a_rerouted_conv_imports_and_computes_what_onnxruntime_computes(shared, computed):
+    import torch
+
+    model = _conv_model(shared, computed)
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    converted = bridge.import_into_torch(model)
+    actual = converted.module(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(actual, expected[0], rtol=1e-6, atol=1e-6)
