@@ -105,12 +105,22 @@ def randomize_constant_weights(adapter: ModelAdapter, rng: np.random.Generator, 
     Zeros get N(0, zero_std); other values are scaled elementwise by U(1 - scale_spread, 1 + scale_spread), which
     keeps their sign, so variances stay positive. A single-element weight counts only when it is exactly 0 or 1: any
     other scalar was probably set on purpose.
+
+    A weight that holds exactly the values of another (keras-hub's Gemma starts its key and value kernels equal) is
+    moved the same way, all but the first of each group: tf2onnx merges equal tensors into one, and neither weight
+    could then be followed.
     """
     originals: dict[str, np.ndarray] = {}
     replacements: dict[str, np.ndarray] = {}
+    seen: dict[tuple[str, tuple[int, ...], bytes], str] = {}
     for name, value in adapter.weights().items():
-        if value.size == 0 or not _initializer_pattern(value):
+        if value.size == 0:
             continue
+        if not _initializer_pattern(value):
+            key = (str(value.dtype), value.shape, hashlib.sha256(np.ascontiguousarray(value).tobytes()).digest())
+            if key not in seen:
+                seen[key] = name
+                continue
         fresh = np.where(value == 0, rng.normal(0.0, zero_std, value.shape),
                          value * rng.uniform(1.0 - scale_spread, 1.0 + scale_spread, value.shape))
         originals[name] = value
@@ -314,7 +324,7 @@ def compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray |
 
 
 def _in_source_layout(match: WeightMatch, target_value: np.ndarray | None) -> np.ndarray | None:
-    return None if target_value is None else match.to_source_layout(target_value)
+    return None if target_value is None else match.gradient_to_source_layout(target_value)
 
 
 def _gradient_comparison(name: str, target_name: str, source_grad: np.ndarray | None,

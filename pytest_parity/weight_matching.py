@@ -61,9 +61,26 @@ class WeightMatch:
     # source block gate_order[j].
     gate_axis: int | None = None
     gate_order: tuple[int, ...] | None = None
+    # The target holds this many copies of the source along a new leading axis (a weight tiled over the batch and
+    # folded into a constant, as keras-hub's ViT does with its class token): a weight reads back as the copies' mean,
+    # a gradient as their sum (the gradient of a tile is the sum over its copies).
+    copies: int | None = None
 
     def to_source_layout(self, target_value: np.ndarray) -> np.ndarray:
+        """A target weight in the source's layout."""
         value = np.asarray(target_value)
+        if self.copies is not None:
+            return value.reshape(self.copies, *self.source_shape).mean(axis=0, dtype=np.float64).astype(value.dtype)
+        return self._arranged(value)
+
+    def gradient_to_source_layout(self, target_gradient: np.ndarray) -> np.ndarray:
+        """The target tensor's gradient as the source weight's gradient."""
+        value = np.asarray(target_gradient)
+        if self.copies is not None:
+            return value.reshape(self.copies, *self.source_shape).sum(axis=0, dtype=np.float64).astype(value.dtype)
+        return self._arranged(value)
+
+    def _arranged(self, value: np.ndarray) -> np.ndarray:
         if self.target_region is not None:
             value = value[tuple(slice(start, stop) for start, stop in self.target_region)]
         if self.target_view_shape is not None:
@@ -134,6 +151,10 @@ def _recurrent_views(name: str, value: np.ndarray) -> list[_View]:
         return []
     views: list[_View] = []
     directions, rest = value.shape[0], value.shape[1:]
+    if directions == 2 and np.array_equal(value[0], value[1]):
+        # Two directions holding the very same values are one weight tiled twice (over a batch of 2), not the two
+        # halves of a bidirectional layer, whose weights are distinct (randomize_constant_weights sees to equal ones).
+        return []
     for d in range(directions):
         row: Box = ((d, d + 1), *((0, size) for size in rest))
         if directions == 2:  # with one direction, the whole tensor already is this part
@@ -207,6 +228,28 @@ def _candidates(source_name: str, source_value: np.ndarray, source_order: int, v
     return found
 
 
+def _tiled_candidates(source_name: str, source_value: np.ndarray, source_order: int,
+                      target: dict[str, np.ndarray]) -> list[_Candidate]:
+    """Target tensors of shape (k, *source shape), unit axes aside, k > 1, whose k slices are each exactly the source:
+    the weight tiled over a leading axis and folded into a constant. Exact copies only: anything else is not a tile."""
+    if source_value.size < 2:
+        return []  # a scalar equals far too many slices of far too many tensors by chance
+    core = source_value.reshape(_without_unit_axes(source_value.shape))
+    found = []
+    for view_order, (name, value) in enumerate(target.items()):
+        if value.size <= source_value.size or value.size % source_value.size or value.dtype != source_value.dtype:
+            continue
+        copies = value.size // source_value.size
+        target_core = value.reshape(_without_unit_axes(value.shape))
+        if target_core.shape != (copies, *core.shape) or not np.array_equal(target_core, np.broadcast_to(
+                core, target_core.shape)):
+            continue
+        match = WeightMatch(source_name, name, tuple(range(core.ndim)), tuple(source_value.shape), copies=copies)
+        box = tuple((0, size) for size in value.shape)
+        found.append(_Candidate(0.0, True, source_order, view_order, match, box))
+    return found
+
+
 def _overlaps(first: Box, second: Box) -> bool:
     return all(a_start < b_stop and b_start < a_stop for (a_start, a_stop), (b_start, b_stop) in zip(first, second))
 
@@ -231,9 +274,11 @@ def match_weights(source: dict[str, np.ndarray], target: dict[str, np.ndarray]) 
         candidates += plain
         if any(c.relative_distance == 0.0 for c in plain):
             continue
-        # No whole tensor holds it as it is: look into parts of recurrent-layout tensors and for reordered gates.
+        # No whole tensor holds it as it is: look into parts of recurrent-layout tensors and for reordered gates, and
+        # for tensors that hold it several times over.
         views = sorted(whole.get(source_value.size, []) + structured.get(source_value.size, []), key=lambda v: v[0])
         candidates += _candidates(source_name, source_value, order, views, structured_views=True, gates=True)
+        candidates += _tiled_candidates(source_name, source_value, order, target)
 
     candidates.sort(key=lambda c: (c.relative_distance, c.structured, c.source_order, c.view_order))
     matching = WeightMatching()

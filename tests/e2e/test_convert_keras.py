@@ -165,3 +165,40 @@ def test_grouped_convolution_that_keras_compiles_with_xla_converts(parity):
     result = parity.check(model, inputs=parity.randn(2, 8, 8, 4))
     assert result.passed and result.route == "tensorflow -> onnx -> torch"
     assert {weight.path for weight in model.weights} <= set(result.grads)
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_two_weights_holding_equal_values_are_told_apart(parity):
+    # keras-hub's Gemma starts its key and value kernels equal; tf2onnx merges equal constants into one tensor, which
+    # made the check compare the merged tensor's gradient with one of them. Randomization now makes them distinct.
+    inputs = keras.Input((6,))
+    key, value = layers.Dense(4, name="key"), layers.Dense(4, name="value")
+    model = keras.Model(inputs, layers.Concatenate()([key(inputs), value(inputs * 2.0)]))
+    value.set_weights(key.get_weights())
+    result = parity.check(model, inputs=parity.randn(3, 6))
+    assert result.passed and result.weight_account.compared == result.weight_account.total == 4
+    assert np.array_equal(value.get_weights()[0], key.get_weights()[0])  # restored after the check
+
+
+class ClassToken(layers.Layer):
+    """A learned token prepended to a sequence, tiled over the batch (keras-hub's ViT): the exporter folds
+    tile(token, batch) into a constant of shape (batch, 1, dim)."""
+
+    def build(self, shape):
+        self.token = self.add_weight(shape=(1, 1, shape[-1]), initializer="random_normal", name="class_token")
+
+    def call(self, x):
+        return keras.ops.concatenate([keras.ops.tile(self.token, [keras.ops.shape(x)[0], 1, 1]), x], axis=1)
+
+
+@pytest.mark.parity(devices=("cpu",))
+@pytest.mark.parametrize("batch", [2, 4])
+def test_a_weight_tiled_over_the_batch_has_its_gradient_summed_over_the_copies(parity, batch):
+    # Before: batch 2 compared one copy's gradient with the source's sum (read as a two-direction recurrent weight),
+    # batch 4 left the token uncompared and passed.
+    inputs = keras.Input((5, 8))
+    model = keras.Model(inputs, layers.Dense(3)(ClassToken()(inputs)))
+    result = parity.check(model, inputs=parity.randn(batch, 5, 8))
+    token = next(name for name in result.grads if name.endswith("class_token"))
+    assert result.passed and result.grads[token].passed
+    assert result.weight_account.compared == result.weight_account.total == 3

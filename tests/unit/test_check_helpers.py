@@ -209,6 +209,18 @@ def test_initializer_patterns_are_randomized_and_others_kept():
     np.testing.assert_array_equal(originals["lstm_bias"], forget_bias)
 
 
+def test_weights_holding_equal_values_get_distinct_ones_the_first_kept():
+    from pytest_parity.check import randomize_constant_weights
+
+    kernel = np.random.default_rng(0).standard_normal(6)
+    adapter = _Weights({"key/kernel": kernel, "value/kernel": kernel, "query/kernel": kernel + 1.0})
+    originals = randomize_constant_weights(adapter, seeded_generator("k", 0, "weights"))
+    assert set(originals) == {"value/kernel"}  # the first of the equal pair is kept, the second moved
+    np.testing.assert_array_equal(adapter.values["key/kernel"], kernel.astype(np.float32))
+    moved = adapter.values["value/kernel"] / kernel.astype(np.float32)
+    assert np.all(np.abs(moved - 1.0) <= 0.1) and not np.array_equal(adapter.values["value/kernel"], kernel)
+
+
 def test_sparse_input_gradient_difference_with_agreeing_outputs_gets_the_subgradient_hint():
     from pytest_parity.check import subgradient_hint
 

@@ -444,3 +444,29 @@ def test_a_weight_merged_with_an_equal_one_is_unmatched_with_that_reason(rng):
     reason = matching.unmatched["lstm_1/bias"]
     assert "holds exactly the values of 'lstm/bias'" in reason
     assert "'B_shared'" in reason and "different values" in reason
+
+
+@pytest.mark.parametrize("batch", [2, 3, 4])
+def test_a_weight_tiled_over_the_batch_is_matched_as_copies_weights_mean_and_gradients_sum(rng, batch):
+    token = rng.standard_normal((1, 1, 8)).astype(np.float32)  # a ViT class token
+    folded = np.tile(token, (batch, 1, 1))  # tile(class_token, batch), folded into a constant by the exporter
+    matching = match_weights({"cls": token}, {"const_0": folded})
+    assert matching.unmatched == {} and matching.matches[0].copies == batch
+    match = matching.matches[0]
+    np.testing.assert_array_equal(match.to_source_layout(folded), token)
+    per_copy = rng.standard_normal(folded.shape).astype(np.float32)
+    np.testing.assert_allclose(match.gradient_to_source_layout(per_copy), per_copy.sum(axis=0, keepdims=True),
+                               rtol=1e-6)
+
+
+def test_copies_that_differ_are_not_a_tile(rng):
+    token = rng.standard_normal((1, 8)).astype(np.float32)
+    almost = np.concatenate([token, token, token * 1.5])
+    assert list(match_weights({"cls": token}, {"const_0": almost}).unmatched) == ["cls"]
+
+
+def test_two_equal_directions_are_not_read_as_a_bidirectional_weight(rng):
+    # (2, 1, 8) looks like ONNX's [num_directions, ...] layout; equal rows are a tile over a batch of 2.
+    token = rng.standard_normal((1, 1, 8)).astype(np.float32)
+    match = match_weights({"cls": token}, {"const_0": np.tile(token, (2, 1, 1))}).matches[0]
+    assert match.copies == 2 and match.target_region is None
