@@ -83,7 +83,8 @@ def move_float_inputs(inputs: Any, generator: np.random.Generator) -> Any:
 
 def _only_gradients_failed(result: ParityResult) -> bool:
     return (result.outputs.passed and all(c.passed for c in result.weights.values())
-            and (result.speed is None or result.speed.passed) and not result.drift)
+            and (result.speed is None or result.speed.passed) and not result.drift
+            and (result.weight_account is None or not result.weight_account.uncompared))
 
 
 def _gradient_figures(result: ParityResult) -> str:
