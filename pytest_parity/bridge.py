@@ -56,7 +56,8 @@ def _first_line(error: BaseException) -> str:
 # check's conversion_s is the conversion's own time, not the one-time cost of the converters (a Linear(8, 4)'s first
 # conversion took 4.6 s, a second one 0.4 s; now the first takes 0.3 s, and the session reports the imports and
 # warm-up once, 2.7-4.9 s here).
-_CONVERTER_MODULES = {"tensorflow": ("onnx", "tf2onnx", "onnxruntime"), "torch": ("onnx", "onnxscript", "onnxruntime")}
+# (Not onnxruntime: only a failing check's referee needs it.)
+_CONVERTER_MODULES = {"tensorflow": ("onnx", "tf2onnx"), "torch": ("onnx", "onnxscript")}
 
 
 def preload_converters(source_framework: str, target_framework: str) -> float:
