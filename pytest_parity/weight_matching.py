@@ -15,6 +15,10 @@ is also looked for in parts of tensors laid out like ONNX recurrent inputs (one 
 row read as [2, n]), with the gate blocks along one axis in one of the known gate orders. Only sources without an
 exact plain match are searched this way, which keeps the common case as fast as before.
 
+A source that no tensor holds under a permutation may be held in another shape (axes an exporter merged or split:
+a Keras EinsumDense kernel [hidden, heads, head_dim] as a MatMul weight [hidden, heads * head_dim]), or several times
+over (a weight tiled over the batch and folded into a constant): both are matched only on exact copies.
+
 A target tensor that is *almost* equal to a source weight (within ``NEAR_MATCH_FRACTION`` of its largest element, and
 in most elements within ``DENSE_NEAR_FRACTION``) is still matched, so that a conversion which altered a weight shows
 up as that weight differing, by name, instead of as an unexplained output difference.
@@ -228,6 +232,25 @@ def _candidates(source_name: str, source_value: np.ndarray, source_order: int, v
     return found
 
 
+def _reshaped_candidates(source_name: str, source_value: np.ndarray, source_order: int,
+                         views: list[tuple[int, _View]]) -> list[_Candidate]:
+    """Whole target tensors holding exactly the source's elements in the same order under another shape: a kernel
+    whose axes an exporter merged or split (Keras' EinsumDense kernel [hidden, heads, head_dim] becomes a MatMul
+    weight [hidden, heads * head_dim]). Exact copies only; the target reads back by a reshape."""
+    if source_value.size < 2:
+        return []
+    flat = source_value.reshape(-1)
+    core_shape = _without_unit_axes(source_value.shape)
+    found = []
+    for view_order, view in views:
+        if view.region is not None or view.values.shape == core_shape or not np.array_equal(view.values.reshape(-1),
+                                                                                              flat):
+            continue
+        match = WeightMatch(source_name, view.target_name, tuple(range(view.values.ndim)), tuple(source_value.shape))
+        found.append(_Candidate(0.0, True, source_order, view_order, match, view.box))
+    return found
+
+
 def _tiled_candidates(source_name: str, source_value: np.ndarray, source_order: int,
                       target: dict[str, np.ndarray]) -> list[_Candidate]:
     """Target tensors of shape (k, *source shape), unit axes aside, k > 1, whose k slices are each exactly the source:
@@ -277,8 +300,13 @@ def match_weights(source: dict[str, np.ndarray], target: dict[str, np.ndarray]) 
         # No whole tensor holds it as it is: look into parts of recurrent-layout tensors and for reordered gates, and
         # for tensors that hold it several times over.
         views = sorted(whole.get(source_value.size, []) + structured.get(source_value.size, []), key=lambda v: v[0])
-        candidates += _candidates(source_name, source_value, order, views, structured_views=True, gates=True)
+        structured_found = _candidates(source_name, source_value, order, views, structured_views=True, gates=True)
+        candidates += structured_found
+        if any(c.relative_distance == 0.0 for c in structured_found):
+            continue
+        # Nor a part of one: exact copies in another shape, or several times over.
         candidates += _tiled_candidates(source_name, source_value, order, target)
+        candidates += _reshaped_candidates(source_name, source_value, order, whole.get(source_value.size, []))
 
     candidates.sort(key=lambda c: (c.relative_distance, c.structured, c.source_order, c.view_order))
     matching = WeightMatching()

@@ -202,3 +202,14 @@ def test_a_weight_tiled_over_the_batch_has_its_gradient_summed_over_the_copies(p
     token = next(name for name in result.grads if name.endswith("class_token"))
     assert result.passed and result.grads[token].passed
     assert result.weight_account.compared == result.weight_account.total == 3
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_multi_head_attention_kernels_stored_reshaped_are_compared(parity):
+    # EinsumDense kernels [hidden, heads, head_dim] reach the ONNX graph as MatMul weights [hidden, heads * head_dim]:
+    # before, the four kernels were left uncompared (4 of 8 weights); they are exact reshapes, read back as such.
+    inputs = keras.Input((6, 16))
+    model = keras.Model(inputs, layers.MultiHeadAttention(num_heads=2, key_dim=8)(inputs, inputs))
+    result = parity.check(model, inputs=parity.randn(2, 6, 16))
+    assert result.passed and result.weight_account.compared == result.weight_account.total == 8
+    assert all(result.grads[name].passed for name in result.grads if name.endswith("kernel"))

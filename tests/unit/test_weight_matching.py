@@ -195,12 +195,15 @@ def test_unrelated_integer_and_other_size_targets_are_ignored(rng):
     assert matching.unmatched == {}
 
 
-def test_same_size_but_different_shape_is_not_a_permutation(rng):
+def test_same_size_but_different_shape_is_a_reshape_only_when_the_elements_keep_their_order(rng):
     (value,) = _weights(rng, (2, 3))
-    matching = match_weights({"w": value}, {"flat": value.reshape(6).copy(), "other": value.reshape(3, 2).copy()})
-    # (2, 3) -> (3, 2) is a transpose, but the data reshaped (not transposed) differs; (6,) is not a permutation.
-    assert matching.matches == []
-    assert list(matching.unmatched) == ["w"]
+    # (2, 3) -> (3, 2) by transpose would need the elements reordered: this (3, 2) holds them in their own order, so it
+    # is no permutation; it is an exact reshape, as is (6,), and is read back as one.
+    matching = match_weights({"w": value}, {"other": value.reshape(3, 2).copy()})
+    assert [m.target_name for m in matching.matches] == ["other"]
+    np.testing.assert_array_equal(matching.matches[0].to_source_layout(value.reshape(3, 2)), value)
+    shuffled = value.reshape(-1)[[1, 0, 2, 3, 4, 5]].copy()
+    assert list(match_weights({"w": value}, {"flat": shuffled}).unmatched) == ["w"]
 
 
 def test_empty_inputs():
@@ -470,3 +473,14 @@ def test_two_equal_directions_are_not_read_as_a_bidirectional_weight(rng):
     token = rng.standard_normal((1, 1, 8)).astype(np.float32)
     match = match_weights({"cls": token}, {"const_0": np.tile(token, (2, 1, 1))}).matches[0]
     assert match.copies == 2 and match.target_region is None
+
+
+def test_a_kernel_stored_with_its_axes_merged_is_matched_and_reads_back(rng):
+    kernel = rng.standard_normal((16, 2, 8)).astype(np.float32)  # Keras EinsumDense [hidden, heads, head_dim]
+    merged = kernel.reshape(16, 16)  # the MatMul weight tf2onnx stores
+    match = match_weights({"query/kernel": kernel}, {"w": merged}).matches[0]
+    np.testing.assert_array_equal(match.to_source_layout(merged), kernel)
+    gradient = rng.standard_normal((16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(match.gradient_to_source_layout(gradient), gradient.reshape(16, 2, 8))
+    # Only exact copies: elements in another order are not a reshape.
+    assert match_weights({"query/kernel": kernel}, {"w": merged.T.copy()}).unmatched
