@@ -189,13 +189,17 @@ def result_cell(entry: dict[str, Any]) -> str:
 
 
 def weights_cell(entry: dict[str, Any]) -> str:
-    """'weights 5 of 7': trainable weights whose gradient was compared, of all ('-' without weight accounting)."""
+    """'weights 5 of 7': trainable weights whose gradient was compared, of all, and how many of those lie within
+    rounding of zero ('-' without weight accounting)."""
     account = entry.get("weight_account")
     if not account:
         return "-"
     if not account.get("gradients_checked", True):
         return f"weights 0 of {account['total']} (grad=False)"
-    return f"weights {account['compared']} of {account['total']}"
+    cell = f"weights {account['compared']} of {account['total']}"
+    near_zero = len(account.get("within_rounding_of_zero") or ())
+    # Compared, but against the rounding floor only: a zeroed target gradient would pass them too, so say how many.
+    return cell + f" ({near_zero} within rounding of zero)" if near_zero else cell
 
 
 def _sortable(value: Any) -> float:

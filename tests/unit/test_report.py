@@ -346,3 +346,10 @@ def test_the_atol_line_sits_where_bins_stop_being_wholly_below_it(atol, position
     from pytest_parity.html_report import _position_of
 
     assert _position_of(atol, 16) == pytest.approx(position)
+
+
+def test_weights_cell_says_how_many_compared_gradients_are_within_rounding_of_zero():
+    account = {"total": 4, "compared": 4, "within_rounding_of_zero": ["a", "b"], "gradients_checked": True}
+    assert report.weights_cell({"weight_account": account}) == "weights 4 of 4 (2 within rounding of zero)"
+    assert report.weights_cell({"weight_account": {**account, "within_rounding_of_zero": []}}) == "weights 4 of 4"
+    assert report.weights_cell({"weight_account": None}) == "-"
