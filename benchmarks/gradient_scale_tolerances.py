@@ -181,7 +181,7 @@ def main() -> None:
     rules = {
         f"fixed atol {GRAD_ATOL:g} (before)": lambda row: GRAD_ATOL,
         f"scaled: min({GRAD_ATOL:g}, max({tolerances.SCALE_SHARE:g} own, {tolerances.NOISE_SHARE:g} overall)) (now)":
-            lambda row: tolerances.gradient_atol(np.array([row["own"]]), GRAD_ATOL, row["overall"]),
+            lambda row: tolerances.gradient_atol(row["own"], GRAD_ATOL, row["overall"]),
         "scaled without the floor: min(1e-4, 1e-2 own)": lambda row: min(GRAD_ATOL, 1e-2 * row["own"]),
         **{f"scaled, floor {floor:g}: min(1e-4, max(1e-2 own, {floor:g} overall))":
            (lambda row, floor=floor: min(GRAD_ATOL, max(1e-2 * row["own"], floor * row["overall"])))

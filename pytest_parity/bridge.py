@@ -282,11 +282,7 @@ _COPIES_ITS_WEIGHTS = {"ConvTranspose", "BatchNormalization", "InstanceNormaliza
 def weights_copied_per_reader(model_proto: Any) -> dict[str, int]:
     """Float weight tensors (more than one element) that several nodes read, at least one of them an op whose
     onnx2torch converter gives each reader its own copy: name -> number of readers."""
-    from onnx import TensorProto
-
-    floating = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-    names = {initializer.name for initializer in model_proto.graph.initializer
-             if initializer.data_type in floating and int(np.prod(initializer.dims)) > 1}
+    names = _float_weight_names(model_proto.graph)
     readers: dict[str, int] = {}
     copied: set[str] = set()
     for node in model_proto.graph.node:
@@ -364,6 +360,16 @@ def _converter_refused_node(step: str, error: BaseException, node_name: str | No
 _NEEDS_INITIALIZER = {"Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization", "Clip"}
 
 
+def _float_weight_names(graph: Any) -> set[str]:
+    """Initializers that can be weights: floating point, more than one element (single elements are the constants
+    exporters share: a Clip bound, a Pow exponent)."""
+    from onnx import TensorProto
+
+    floating = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    return {tensor.name for tensor in graph.initializer
+            if tensor.data_type in floating and int(np.prod(tensor.dims)) > 1}
+
+
 def share_weights_read_twice(graph: Any) -> None:
     """Route a weight that several nodes read through one Identity node, in place.
 
@@ -371,17 +377,16 @@ def share_weights_read_twice(graph: Any) -> None:
     nn.Linear): a weight read twice, as a shared Keras layer's kernel is, or nn.LSTM's weight_ih (sliced once per
     gate), or a tied embedding, would become several independent tensors in the converted model, its gradient split
     among them and only one of them matched. Read through an Identity, it stays one tensor. Left alone: weights read by
-    an op whose converter needs the initializer itself (a Conv copies it into a parameter per node anyway), and
+    an op whose converter needs the initializer itself (a ConvTranspose or normalisation copies it into a parameter per
+    node anyway; a Conv reading a shared weight was rerouted before, see import_into_torch), and
     single-element tensors, which exporters share as constants (a Clip bound, a Pow exponent) far more often than
     models share a scalar weight.
     """
     from collections import Counter
 
-    from onnx import TensorProto, helper
+    from onnx import helper
 
-    floating = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-    weights = {tensor.name for tensor in graph.initializer
-               if tensor.data_type in floating and int(np.prod(tensor.dims)) > 1}
+    weights = _float_weight_names(graph)
     readers = Counter(name for node in graph.node for name in node.input if name in weights)
     needs_initializer = {name for node in graph.node if node.op_type in _NEEDS_INITIALIZER for name in node.input}
     taken = {name for node in graph.node for name in node.output} | weights | {value.name for value in graph.input}

@@ -305,21 +305,23 @@ def compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray |
     source weight's layout (None where no gradient reached the target tensor)."""
     # Each tensor's absolute tolerance scales with it (tolerances.gradient_atol): a fixed one would pass a zeroed
     # target for every gradient smaller than it.
-    overall = tolerances.largest_magnitude([*source_input_grads, *(source_weight_grads.get(n) for n in weight_names)])
+    input_maxima = [tolerances.largest_magnitude([grad]) for grad in source_input_grads]
+    weight_maxima = {name: tolerances.largest_magnitude([source_weight_grads.get(name)]) for name in weight_names}
+    overall = max([*input_maxima, *weight_maxima.values()], default=0.0)
 
-    def tolerance(source_grad: np.ndarray | None) -> tuple[float, float]:
-        return tolerances.gradient_atol(source_grad, settings.grad_atol, overall), settings.grad_rtol
+    def tolerance(own: float) -> tuple[float, float]:
+        return tolerances.gradient_atol(own, settings.grad_atol, overall), settings.grad_rtol
 
     grads: dict[str, Comparison] = {}
-    for name, source_grad, target_grad in zip(inputs.names, source_input_grads, target_input_grads):
+    for name, source_grad, target_grad, own in zip(inputs.names, source_input_grads, target_input_grads,
+                                                    input_maxima):
         label = _input_label(inputs, name)
         if source_grad is None and target_grad is None:
             continue  # integer inputs (ids, masks) have no gradient on either side
-        grads[label] = _gradient_comparison(label, label, source_grad, target_grad, tolerance(source_grad))
+        grads[label] = _gradient_comparison(label, label, source_grad, target_grad, tolerance(own))
     for name in weight_names:
-        source_grad = source_weight_grads.get(name)
-        grads[name] = _gradient_comparison(name, (target_names or {}).get(name, name), source_grad,
-                                           carried_grads.get(name), tolerance(source_grad))
+        grads[name] = _gradient_comparison(name, (target_names or {}).get(name, name), source_weight_grads.get(name),
+                                           carried_grads.get(name), tolerance(weight_maxima[name]))
     return grads
 
 

@@ -44,8 +44,8 @@ def largest_magnitude(gradients: Iterable[np.ndarray | None]) -> float:
     return largest
 
 
-def gradient_atol(gradient: np.ndarray | None, grad_atol: float, overall: float, *,
-                  scale_share: float = SCALE_SHARE, noise_share: float = NOISE_SHARE) -> float:
-    """The absolute tolerance for one source gradient tensor (see the module's docstring)."""
-    own = largest_magnitude([gradient])
+def gradient_atol(own: float, grad_atol: float, overall: float, *, scale_share: float = SCALE_SHARE,
+                  noise_share: float = NOISE_SHARE) -> float:
+    """The absolute tolerance for one source gradient tensor whose largest |element| is ``own``, in a check whose
+    largest gradient element is ``overall`` (see the module's docstring)."""
     return min(grad_atol, max(scale_share * own, noise_share * overall))

@@ -25,6 +25,9 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
     that was not compared gets a generic one. ``accepted``: "fail" (none), "allow" (all), or names / fnmatch
     patterns. ``comparisons``: the gradient comparisons, to count those a zeroed target would also pass."""
     trainable = list(dict.fromkeys(trainable))
+    if not gradients_checked:
+        # grad=False: the user asked for no gradients at all; the account says so instead of failing each weight.
+        return WeightAccount(total=len(trainable), compared=0, gradients_checked=False)
     done = set(compared)
     uncompared: dict[str, str] = {}
     allowed: dict[str, str] = {}
@@ -33,18 +36,16 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
         if name in done:
             continue
         reason = why_not_compared.get(name, "the check found no tensor in the target that it corresponds to")
-        if gradients_checked and source_gradients is not None and _no_influence(source_gradients.get(name)):
+        if source_gradients is not None and _no_influence(source_gradients.get(name)):
             unused[name] = ("its gradient in the source is zero on these inputs: it does not influence the outputs, "
                             "so there is nothing to compare")
         elif _accepted(name, accepted):
             allowed[name] = reason
         else:
             uncompared[name] = reason
-    if not gradients_checked:
-        # grad=False: the user asked for no gradients at all; the account says so instead of failing each weight.
-        return WeightAccount(total=len(trainable), compared=0, gradients_checked=False)
-    near_zero = tuple(name for name in trainable if name in done and name in (comparisons or {})
-                      and _within_tolerance_of_zero(comparisons[name]))  # type: ignore[index]
+    comparisons = comparisons or {}
+    near_zero = tuple(name for name in trainable
+                      if name in done and name in comparisons and _within_tolerance_of_zero(comparisons[name]))
     return WeightAccount(total=len(trainable), compared=sum(1 for name in trainable if name in done),
                          uncompared=uncompared, allowed=allowed, unused=unused, within_rounding_of_zero=near_zero)
 

@@ -234,17 +234,16 @@ def _candidates(source_name: str, source_value: np.ndarray, source_order: int, v
 
 def _reshaped_candidates(source_name: str, source_value: np.ndarray, source_order: int,
                          views: list[tuple[int, _View]]) -> list[_Candidate]:
-    """Whole target tensors holding exactly the source's elements in the same order under another shape: a kernel
-    whose axes an exporter merged or split (Keras' EinsumDense kernel [hidden, heads, head_dim] becomes a MatMul
-    weight [hidden, heads * head_dim]). Exact copies only; the target reads back by a reshape."""
+    """Whole target tensors (``views`` holds whole tensors only) with exactly the source's elements in the same
+    order under another shape: a kernel whose axes an exporter merged or split (Keras' EinsumDense kernel [hidden,
+    heads, head_dim] becomes a MatMul weight [hidden, heads * head_dim]). Exact copies only; read back by a reshape."""
     if source_value.size < 2:
         return []
     flat = source_value.reshape(-1)
     core_shape = _without_unit_axes(source_value.shape)
     found = []
     for view_order, view in views:
-        if view.region is not None or view.values.shape == core_shape or not np.array_equal(view.values.reshape(-1),
-                                                                                              flat):
+        if view.values.shape == core_shape or not np.array_equal(view.values.reshape(-1), flat):
             continue
         match = WeightMatch(source_name, view.target_name, tuple(range(view.values.ndim)), tuple(source_value.shape))
         found.append(_Candidate(0.0, True, source_order, view_order, match, view.box))

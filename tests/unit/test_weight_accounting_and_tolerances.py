@@ -77,12 +77,11 @@ def test_unmatched_weights_setting_accepts_modes_and_patterns(value, expected):
 
 
 def test_gradient_atol_scales_with_the_tensor_below_grad_atol():
-    small = np.full(4, 1e-5)
-    assert tolerances.gradient_atol(small, 1e-4, overall=1e-2) == pytest.approx(tolerances.SCALE_SHARE * 1e-5)
+    assert tolerances.gradient_atol(1e-5, 1e-4, overall=1e-2) == pytest.approx(tolerances.SCALE_SHARE * 1e-5)
     # Never looser than the user's grad_atol.
-    assert tolerances.gradient_atol(np.full(4, 10.0), 1e-4, overall=10.0) == 1e-4
+    assert tolerances.gradient_atol(10.0, 1e-4, overall=10.0) == 1e-4
     # A gradient that is rounding noise of the model's scale is judged against that floor.
-    assert tolerances.gradient_atol(np.full(4, 1e-12), 1e-4, overall=1.0) == pytest.approx(tolerances.NOISE_SHARE)
+    assert tolerances.gradient_atol(1e-12, 1e-4, overall=1.0) == pytest.approx(tolerances.NOISE_SHARE)
 
 
 def _check_gradients(source: dict[str, np.ndarray], target: dict[str, np.ndarray]):
