@@ -1,0 +1,79 @@
+"""Mutants on the weight-following paths added for issue 13: each carried gradient of one weight zeroed, halved or
+negated after the conversion, for a Conv read by two nodes (rerouted), a Conv whose weight is computed (weight_norm),
+a class token tiled over the batch and a MultiHeadAttention kernel stored reshaped. Every mutant must fail the check,
+every unmutated model pass.
+
+    python benchmarks/weight_path_mutants.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import test_shared_weights as shared_weights  # noqa: E402
+import torch  # noqa: E402, F401 - imported before TensorFlow runs anything (PITFALLS: import order)
+from keras import layers  # noqa: E402
+from test_convert_keras import ClassToken  # noqa: E402
+
+from pytest_parity import weight_matching  # noqa: E402
+from pytest_parity.check import run_check  # noqa: E402
+from pytest_parity.errors import ParityError  # noqa: E402
+from pytest_parity.settings import ParitySettings  # noqa: E402
+
+
+def _attention() -> keras.Model:
+    inputs = keras.Input((6, 16))
+    return keras.Model(inputs, layers.MultiHeadAttention(num_heads=2, key_dim=8)(inputs, inputs))
+
+
+def _token() -> keras.Model:
+    inputs = keras.Input((5, 8))
+    return keras.Model(inputs, layers.Dense(3)(ClassToken()(inputs)))
+
+
+def _inputs(seed: int, *shape: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+CASES = {
+    "conv read by two nodes": (shared_weights.ConvAppliedTwice, _inputs(0, 2, 8, 6, 6), "depthwise.weight"),
+    "conv with computed weight": (shared_weights.WeightNormConv, _inputs(1, 2, 3, 10),
+                                  "conv.parametrizations.weight.original1"),
+    "class token tiled": (_token, _inputs(2, 2, 5, 8), "class_token"),
+    "attention kernel reshaped": (_attention, _inputs(3, 2, 6, 16), "query/kernel"),
+}
+MUTANTS = {"none": None, "zeroed": lambda g: g * 0, "halved": lambda g: g / 2, "negated": lambda g: -g}
+
+
+def main() -> None:
+    original = weight_matching.WeightMatch.gradient_to_source_layout
+    wrong = 0
+    try:
+        for label, (build, inputs, weight) in CASES.items():
+            for mutant, mutate in MUTANTS.items():
+                def carried(self, gradient, mutate=mutate, weight=weight):
+                    value = original(self, gradient)
+                    return mutate(value) if mutate is not None and self.source_name.endswith(weight) else value
+
+                weight_matching.WeightMatch.gradient_to_source_layout = carried
+                try:
+                    run_check(build(), None, inputs, ParitySettings(), "cpu", "weight-path-mutants")
+                    verdict = "PASS"
+                except ParityError:
+                    verdict = "FAIL"
+                wrong += verdict != ("PASS" if mutate is None else "FAIL")
+                print(f"{label:<28} {mutant:<8} {verdict}", flush=True)
+    finally:
+        weight_matching.WeightMatch.gradient_to_source_layout = original
+    print(f"wrong verdicts: {wrong} of {len(CASES) * len(MUTANTS)}")
+
+
+if __name__ == "__main__":
+    main()
