@@ -29,9 +29,10 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
 from fixtures.keras_models import BUILDERS, INPUT_SHAPES  # noqa: E402
-from pytest_parity import bridge  # noqa: E402
+from pytest_parity.bridge import pipeline as bridge  # noqa: E402
 from pytest_parity.check import run_check  # noqa: E402
-from pytest_parity.frameworks import flatten_inputs, load_adapter  # noqa: E402
+from pytest_parity.frameworks import flatten_inputs  # noqa: E402
+from pytest_parity.frameworks.adapters import load_adapter  # noqa: E402
 from pytest_parity.settings import ParitySettings  # noqa: E402
 
 BATCH = 8

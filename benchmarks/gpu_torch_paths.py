@@ -18,9 +18,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures.torch_convert_models import CASES, SmallCNN
-from pytest_parity import devices
 from pytest_parity.check import run_check
-from pytest_parity.cross_device import check_across_devices
+from pytest_parity.frameworks import devices
+from pytest_parity.modes.cross_device import check_across_devices
 from pytest_parity.settings import ParitySettings
 
 

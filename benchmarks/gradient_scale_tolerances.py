@@ -33,9 +33,9 @@ import_guard.install_guard()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402 - before TensorFlow (PITFALLS: import order)
 
-from pytest_parity import tolerances  # noqa: E402
 from pytest_parity.check import run_check  # noqa: E402
 from pytest_parity.settings import ParitySettings  # noqa: E402
+from pytest_parity.verdict import tolerances  # noqa: E402
 
 GRAD_ATOL, GRAD_RTOL = ParitySettings().grad_atol, ParitySettings().grad_rtol
 WIDE_OPEN = ParitySettings(atol=1.0, rtol=1.0, grad_atol=1e30, grad_rtol=GRAD_RTOL, unmatched_weights="allow")

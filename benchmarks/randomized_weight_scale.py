@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 import test_architectures as suite  # noqa: E402
 
-from pytest_parity.check import SCALE_SPREAD, ZERO_STD, randomize_constant_weights  # noqa: E402
-from pytest_parity.frameworks import load_adapter  # noqa: E402
+from pytest_parity.frameworks.adapters import load_adapter  # noqa: E402
+from pytest_parity.modes.steps import SCALE_SPREAD, ZERO_STD, randomize_constant_weights  # noqa: E402
 
 SETTINGS = {"as built": None, "first (0.1, 0.5)": (0.1, 0.5), f"current ({ZERO_STD}, {SCALE_SPREAD})":
             (ZERO_STD, SCALE_SPREAD)}

@@ -84,7 +84,8 @@ def _calls(target_framework: str, repeat_target: int):
     import numpy as np
 
     from fixtures.ports import GOOD_PORTS
-    from pytest_parity.frameworks import flatten_inputs, load_adapter
+    from pytest_parity.frameworks import flatten_inputs
+    from pytest_parity.frameworks.adapters import load_adapter
 
     case = next(c for c in GOOD_PORTS if c.name == "cifar_cnn")
     x = np.random.default_rng(0).standard_normal((32, 32, 32, 3)).astype(np.float32)
@@ -105,7 +106,7 @@ def _calls(target_framework: str, repeat_target: int):
 
 
 def _gate(name: str, source_call, target_call, allowed: float, old_timing):
-    from pytest_parity import timing
+    from pytest_parity.verdict import timing
 
     started = time.perf_counter()
     if name == "before":
@@ -141,7 +142,7 @@ def main() -> None:
     # here first, by the CPU clock) sets the limit at args.allowed times it. slow-*: the target's forward 4 times.
     pairs = {"same": _calls("tensorflow", 1), "slow-same": _calls("tensorflow", 4),
              "port": _calls("torch", 1), "slow-port": _calls("torch", 4)}
-    from pytest_parity import timing
+    from pytest_parity.verdict import timing
 
     # The port's idle ratio differs by clock (PyTorch keeps more threads busy per wall second than TensorFlow), so
     # each gate gets the limit at args.allowed times the idle ratio by its own clock.

@@ -30,11 +30,11 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
 from fixtures.ports import GOOD_PORTS  # noqa: E402
-from pytest_parity import timing  # noqa: E402
 from pytest_parity.frameworks import flatten_inputs  # noqa: E402
 from pytest_parity.frameworks.tensorflow import TensorFlowModel  # noqa: E402
 from pytest_parity.frameworks.torch import TorchModel  # noqa: E402
 from pytest_parity.layouts import parse_layouts  # noqa: E402
+from pytest_parity.verdict import timing  # noqa: E402
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ import torch
 from fixtures.ports import GOOD_PORTS
 from pytest_parity.check import run_check
 from pytest_parity.settings import ParitySettings
-from pytest_parity import timing
+from pytest_parity.verdict import timing
 timing.SETTLE_S = {settle_s!r}
 case = next(c for c in GOOD_PORTS if c.name == "cifar_cnn")
 x = np.random.default_rng(0).standard_normal((32, 32, 32, 3)).astype(np.float32)
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--timed", default="forward", choices=("forward", "forward_backward"))
     parser.add_argument("--settle-ms", type=float, default=None, help="override timing.SETTLE_S (for A/B runs)")
     args = parser.parse_args()
-    from pytest_parity import timing
+    from pytest_parity.verdict import timing
 
     settle_s = timing.SETTLE_S if args.settle_ms is None else args.settle_ms / 1e3
     code = ONE_RUN.format(root=str(ROOT), timed=args.timed, settle_s=settle_s)

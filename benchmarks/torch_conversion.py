@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from fixtures.torch_convert_models import CASES
-from pytest_parity import bridge
-from pytest_parity.check import randomize_constant_weights
+from pytest_parity.bridge import pipeline as bridge
+from pytest_parity.bridge.torch_export import EXPORTER_CHOICE
+from pytest_parity.bridge.weight_matching import match_weights
 from pytest_parity.frameworks import flatten_inputs
 from pytest_parity.frameworks.torch import TorchModel
-from pytest_parity.torch_export import EXPORTER_CHOICE
-from pytest_parity.weight_matching import match_weights
+from pytest_parity.modes.steps import randomize_constant_weights
 
 ROUNDS = 5
 

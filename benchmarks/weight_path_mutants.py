@@ -22,7 +22,7 @@ import torch  # noqa: E402, F401 - imported before TensorFlow runs anything (PIT
 from keras import layers  # noqa: E402
 from test_convert_keras import ClassToken  # noqa: E402
 
-from pytest_parity import weight_matching  # noqa: E402
+from pytest_parity.bridge import weight_matching  # noqa: E402
 from pytest_parity.check import run_check  # noqa: E402
 from pytest_parity.errors import ParityError  # noqa: E402
 from pytest_parity.settings import ParitySettings  # noqa: E402

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_parity import report, settings
+from pytest_parity import settings
 from pytest_parity.errors import DeviceUnavailable, FrameworkNotInstalled, ParityError, ParityUsageError
+from pytest_parity.reports import records as report
 from pytest_parity.result import ParityResult
 from pytest_parity.seeding import seed_frameworks
 from pytest_parity.session import ParitySession
@@ -60,7 +61,7 @@ class ParityFixture:
     """
 
     def __init__(self, request: pytest.FixtureRequest, session: ParitySession, device: str) -> None:
-        from pytest_parity.check import seeded_generator
+        from pytest_parity.seeding import seeded_generator
 
         self.device = device
         self._request = request
@@ -87,8 +88,9 @@ class ParityFixture:
 
     def check(self, source: Any, target: Any = None, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True
-        from pytest_parity.check import run_check, seeded_generator
-        from pytest_parity.near_ties import check_confirming_near_ties
+        from pytest_parity.check import run_check
+        from pytest_parity.seeding import seeded_generator
+        from pytest_parity.verdict.near_ties import check_confirming_near_ties
 
         in_force: list[settings.ParitySettings] = []
 
@@ -116,7 +118,7 @@ class ParityFixture:
         speed = result.speed
         if speed is None or not speed.inconclusive or not result.passed:
             return result
-        from pytest_parity import timing
+        from pytest_parity.verdict import timing
 
         text = f"{self._request.node.nodeid}: {timing.describe(speed)}"
         if action == "skip":
@@ -130,7 +132,7 @@ class ParityFixture:
 
     def check_across_devices(self, model: Any, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True
-        from pytest_parity import cross_device
+        from pytest_parity.modes import cross_device
 
         def run() -> ParityResult:
             effective = cross_device.settings_for(self.settings, overrides)
@@ -168,7 +170,7 @@ class ParityFixture:
         old = None if baseline is None else baseline.entries.get((self._request.node.nodeid, result.device))
         if old is None:
             return result
-        from pytest_parity import baseline as baselines
+        from pytest_parity.reports import baseline as baselines
 
         result.drift = baselines.drift(report.record(self._request.node.nodeid, result), old,
                                        self._session.baseline_factor, self._session.baseline_speed_tolerance)
@@ -194,7 +196,7 @@ class ParityFixture:
 def make_fixture(request: pytest.FixtureRequest, session: ParitySession) -> ParityFixture:
     device = getattr(request, "param", None) or session.devices[0]
     if device == "cuda":
-        from pytest_parity import devices
+        from pytest_parity.frameworks import devices
 
         reason = devices.cuda_skip_reason_torch()
         if reason:

@@ -14,6 +14,12 @@ import numpy as np
 
 from pytest_parity.errors import ParityUsageError
 
+# Gate blocks along the gate axis: the framework's order -> ONNX's order, as indices into the framework's blocks.
+LSTM_KERAS_TO_ONNX = (0, 3, 1, 2)  # Keras i,f,c,o -> ONNX i,o,f,c
+LSTM_TORCH_TO_ONNX = (0, 3, 1, 2)  # torch i,f,g,o -> ONNX i,o,f,c
+GRU_KERAS_TO_ONNX = (0, 1, 2)      # Keras z,r,h == ONNX z,r,h
+GRU_TORCH_TO_ONNX = (1, 0, 2)      # torch r,z,n -> ONNX z,r,h
+
 EXAMPLES = '("NHWC", "NCHW"), ("NWC", "NCW") or ("NDHWC", "NCDHW")'
 
 

@@ -148,7 +148,7 @@ def _configure_conversion_cache(config: pytest.Config, session: ParitySession) -
         return
     from pathlib import Path
 
-    from pytest_parity.conversion_cache import CACHE_DIR_NAME, ConversionCache
+    from pytest_parity.bridge.cache import CACHE_DIR_NAME, ConversionCache
 
     def warn_once(reason: str) -> None:
         _record_warning(config, reason)
@@ -191,7 +191,7 @@ def _configure_baseline(config: pytest.Config, session: ParitySession) -> None:
     if not factor > 1 or not tolerance >= 0:
         raise pytest.UsageError(f"--parity-baseline-factor must be > 1 (got {factor}) and "
                                 f"--parity-baseline-speed-tolerance >= 0 (got {tolerance})")
-    from pytest_parity import baseline
+    from pytest_parity.reports import baseline
 
     try:
         session.baseline = baseline.load(path)
@@ -262,7 +262,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     session = node.config.stash.get(SESSION_KEY, None)
     batch = getattr(node, "workeroutput", {}).get(WORKER_RECORDS_KEY)
     if session is not None and batch:
-        from pytest_parity.report import merge_worker_records
+        from pytest_parity.reports.records import merge_worker_records
 
         merge_worker_records(session.records, batch)
     if session is not None:
@@ -277,7 +277,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.records:
         return
-    from pytest_parity.report import summary_lines
+    from pytest_parity.reports.records import summary_lines
 
     terminalreporter.write_sep("=", "parity summary")
     for line in summary_lines(session.records):
@@ -301,7 +301,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.workeroutput[WORKER_IMPORT_KEY] = parity_session.import_s  # type: ignore[attr-defined]
         return
     if parity_session.baseline_update:
-        from pytest_parity import baseline
+        from pytest_parity.reports import baseline
 
         try:
             baseline.update(parity_session.baseline_update, parity_session.records)
@@ -314,8 +314,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _write_reports(session: pytest.Session, parity_session: ParitySession, exitstatus: int) -> None:
     """The JSON and HTML reports asked for; one that cannot be written is reported and left out of the summary."""
-    from pytest_parity.html_report import write_html
-    from pytest_parity.report import write_json
+    from pytest_parity.reports.html import write_html
+    from pytest_parity.reports.records import write_json
 
     for what, attribute, write in (("parity report", "report_path", write_json),
                                    ("parity HTML report", "html_path", write_html)):

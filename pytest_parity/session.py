@@ -53,11 +53,11 @@ class ParitySession:
         # Seconds the first checks spent importing the frameworks and converters, once per session (not part of any
         # check's conversion_s); summed over xdist workers by the controller.
         self.import_s = 0.0
-        # A loaded pytest_parity.baseline.Baseline to compare against, and/or a path to write the baseline to.
+        # A loaded pytest_parity.reports.baseline.Baseline to compare against, and/or a path to write the baseline to.
         self.baseline = baseline
         self.baseline_update = baseline_update
         self.baseline_factor = baseline_factor
         self.baseline_speed_tolerance = baseline_speed_tolerance
         self.records: list[dict[str, Any]] = []
-        # A pytest_parity.conversion_cache.ConversionCache, or None when it is off or pytest has no cache dir.
+        # A pytest_parity.bridge.cache.ConversionCache, or None when it is off or pytest has no cache dir.
         self.conversion_cache: Any = None

@@ -96,16 +96,6 @@ def onnx_input_name(name: str, index: int) -> str:
     return cleaned or f"input_{index}"
 
 
-def load_adapter(framework: str, model: Any) -> ModelAdapter:
-    if framework == "tensorflow":
-        from pytest_parity.frameworks.tensorflow import TensorFlowModel
-
-        return TensorFlowModel(model)
-    from pytest_parity.frameworks.torch import TorchModel
-
-    return TorchModel(model)
-
-
 def flatten_inputs(inputs: Any) -> ModelInputs:
     """numpy array / tuple or list of arrays / dict of arrays -> ModelInputs; other things are a usage error."""
     if isinstance(inputs, dict):

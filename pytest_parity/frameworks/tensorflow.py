@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import import_guard
-from pytest_parity.compare import flatten_tree, rebuild_sequence, unflatten_like
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs, onnx_input_name, split_gradients
+from pytest_parity.frameworks import ModelInputs, devices, onnx_input_name, split_gradients
+from pytest_parity.trees import flatten_tree, rebuild_sequence, unflatten_like
 
 
 def import_tensorflow() -> Any:
@@ -25,8 +25,6 @@ def import_tensorflow() -> Any:
         import tensorflow as tf
     except ImportError as error:
         raise FrameworkNotInstalled("tensorflow", "tensorflow", error) from error
-    from pytest_parity import devices
-
     devices.configure_tensorflow(tf)
     return tf
 
@@ -199,7 +197,7 @@ class TensorFlowModel:
             import tf2onnx  # noqa: F401 - tf_export imports its parts
         except ImportError as error:
             raise FrameworkNotInstalled("tensorflow", "tf2onnx", error) from error
-        from pytest_parity import tf_export
+        from pytest_parity.bridge import tf_export
 
         specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype), name=onnx_input_name(name, i))
                  for i, (name, a) in enumerate(zip(inputs.names, inputs.arrays))]

@@ -1,7 +1,7 @@
 """PyTorch adapter: any torch.nn.Module, including the fx GraphModules that onnx2torch builds.
 
 Everything torch is imported inside functions, so importing this module is cheap. Export to ONNX is
-``pytest_parity.torch_export``'s.
+``pytest_parity.bridge.torch_export``'s.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from pytest_parity import import_guard
-from pytest_parity.compare import flatten_tree, rebuild_sequence, unflatten_like
 from pytest_parity.errors import FrameworkNotInstalled
 from pytest_parity.frameworks import ModelInputs, onnx_input_name, split_gradients
+from pytest_parity.trees import flatten_tree, rebuild_sequence, unflatten_like
 
 
 def import_torch() -> Any:
@@ -150,9 +150,9 @@ class TorchModel:
         """PyTorch -> ONNX at ``opset``: eval mode, CPU, static shapes (see ``torch_export`` for the route and why).
 
         Graph inputs follow ``inputs`` (names and order); graph outputs are the output leaves in flatten order (dicts
-        in insertion order, as ``compare.flatten_tree`` walks them).
+        in insertion order, as ``trees.flatten_tree`` walks them).
         """
-        from pytest_parity import torch_export
+        from pytest_parity.bridge import torch_export
 
         module = self.module
         was_training = module.training
@@ -188,12 +188,12 @@ def from_onnx(model_proto: Any) -> TorchModel:
         import onnx2torch
     except ImportError as error:
         raise FrameworkNotInstalled("torch", "onnx2torch", error) from error
-    from pytest_parity import (
+    from pytest_parity.bridge.converters import (
         onnx2torch_conv,  # noqa: F401 - registers the Conv of a shared or computed weight
-        onnx2torch_converters,  # registers LSTM, GRU, RNN, Loop, ReverseSequence
+        onnx2torch_recurrent,  # registers LSTM, GRU, RNN, Loop, ReverseSequence
     )
 
-    with onnx2torch_converters.model_opsets(model_proto):
+    with onnx2torch_recurrent.model_opsets(model_proto):
         module = onnx2torch.convert(model_proto)
     _silence_onnx2torch_indexing_warning(module)
     return TorchModel(module, positional_inputs=True)

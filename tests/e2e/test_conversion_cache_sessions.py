@@ -61,7 +61,7 @@ def test_a_warm_run_skips_the_export_and_gives_the_same_figures(pytester):
 
 
 def test_a_damaged_entry_is_rebuilt_and_a_valid_frame_around_a_pickle_is_never_unpickled(pytester, tmp_path):
-    from pytest_parity.conversion_cache import frame
+    from pytest_parity.bridge.cache import frame
 
     pytester.makepyfile(test_suite=SUITE)
     cache_dir = pytester.path / "cache"

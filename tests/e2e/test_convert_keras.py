@@ -150,7 +150,8 @@ def test_conv2d_transpose_with_same_padding_and_stride_2(parity):
 
 @pytest.mark.parity
 def test_exact_gelu_converts_through_our_erfc_handler(parity):
-    # TensorFlow computes exact GELU with Erfc, which tf2onnx 1.17 has no handler for (pytest_parity.tf2onnx_handlers).
+    # TensorFlow computes exact GELU with Erfc, which tf2onnx 1.17 has no handler for
+    # (pytest_parity.bridge.converters.tf2onnx_handlers).
     model = keras.Sequential([keras.Input((16,)), layers.Dense(8, activation="gelu"), layers.Dense(2)])
     inputs = parity.randn(4, 16) * 3  # reaching the tails, where 1 - erf(x) and erfc(x) part most
     result = parity.check(model, inputs=inputs)

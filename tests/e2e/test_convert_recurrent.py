@@ -1,8 +1,8 @@
 """Convert mode on Keras recurrent layers: outputs and the gradient of every Keras variable agree.
 
 tf2onnx turns a Keras LSTM into an ONNX LSTM node (gates reordered, bias doubled with a zero recurrent half) and a GRU
-or SimpleRNN into a Loop; pytest_parity.onnx2torch_converters imports both, and the weight matcher follows each Keras
-variable into its ONNX-layout parameter or loop input.
+or SimpleRNN into a Loop; pytest_parity.bridge.converters.onnx2torch_recurrent imports both, and the weight matcher
+follows each Keras variable into its ONNX-layout parameter or loop input.
 """
 
 from __future__ import annotations

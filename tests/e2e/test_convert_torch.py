@@ -13,7 +13,8 @@ from torch import nn
 
 from fixtures.torch_convert_models import EmbeddingMean, NormGeluMLP, SmallCNN, TwoInputsDictOutput
 from fixtures.torch_models import LinearRegression, Net
-from pytest_parity import ConversionError, ParityError, ParityResult, ParityUsageError, torch_export
+from pytest_parity import ConversionError, ParityError, ParityResult, ParityUsageError
+from pytest_parity.bridge import torch_export
 from pytest_parity.check import run_check
 from pytest_parity.frameworks import flatten_inputs
 from pytest_parity.frameworks import torch as torch_adapter
@@ -176,7 +177,8 @@ class LastStepLSTM(nn.Module):
 
 
 def test_lstm_weights_stay_named_and_take_their_whole_gradient():
-    pytest.importorskip("pytest_parity.onnx2torch_converters", reason="needs the onnx2torch LSTM converter")
+    pytest.importorskip("pytest_parity.bridge.converters.onnx2torch_recurrent",
+                        reason="needs the onnx2torch LSTM converter")
     model = LastStepLSTM()
     result = check(model, np.random.default_rng(2).standard_normal((3, 5, 6)).astype(np.float32))
     assert result.passed

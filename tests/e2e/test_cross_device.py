@@ -17,11 +17,12 @@ import tensorflow as tf
 import torch
 from torch import nn
 
-from pytest_parity import ParityError, ParityUsageError, devices
-from pytest_parity.cross_device import check_across_devices, settings_for
+from pytest_parity import ParityError, ParityUsageError
 from pytest_parity.errors import DeviceUnavailable
+from pytest_parity.frameworks import devices
 from pytest_parity.frameworks.tensorflow import TensorFlowModel
 from pytest_parity.frameworks.torch import TorchModel
+from pytest_parity.modes.cross_device import check_across_devices, settings_for
 from pytest_parity.settings import ParitySettings
 
 RNG = np.random.default_rng(0)
@@ -246,10 +247,10 @@ import pytest
 import torch
 from torch import nn
 
-import pytest_parity.cross_device
+import pytest_parity.modes.cross_device
 
 # No GPU here: the "cuda" side of every cross-device check in this session runs on the CPU.
-pytest_parity.cross_device.TARGET_DEVICE = "cpu"
+pytest_parity.modes.cross_device.TARGET_DEVICE = "cpu"
 
 def model():
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_parity import devices
+from pytest_parity.frameworks import devices
 
 
 def test_skip_reason_when_pytorch_sees_no_gpu(monkeypatch):

@@ -1,5 +1,6 @@
-"""The float64 referee (pytest_parity.float64_referee) on real PyTorch round trips: a failure that is the model's own
-float32 rounding says so, with the tolerances that would fit; a real defect of the same size does not get that hint."""
+"""The float64 referee (pytest_parity.verdict.float64_referee) on real PyTorch round trips: a failure that is the
+model's own float32 rounding says so, with the tolerances that would fit; a real defect of the same size does not get
+that hint."""
 
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def test_the_html_report_renders_in_headless_chromium(session_reports, tmp_path)
     image = Image.open(screenshot).convert("RGB")
     assert image.size == (1280, 2400)
     colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
-    from pytest_parity.html_report import ABOVE_ATOL, BELOW_ATOL
+    from pytest_parity.reports.html import ABOVE_ATOL, BELOW_ATOL
 
     # Drawn, not just parsed: the bars below and above atol are on the page in their colours.
     for bar in (BELOW_ATOL, ABOVE_ATOL):

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from fixtures.ports import GOOD_PORTS
-from pytest_parity import ParityError, timing
+from pytest_parity import ParityError
 from pytest_parity.check import run_check
 from pytest_parity.settings import ParitySettings
+from pytest_parity.verdict import timing
 
 CIFAR = next(case for case in GOOD_PORTS if case.name == "cifar_cnn")
 INPUTS = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
@@ -90,7 +91,7 @@ def test_speed_modes_through_the_plugin(pytester, mode, outcome, expected):
 INCONCLUSIVE = """
 import pytest
 import torch
-from pytest_parity import timing
+from pytest_parity.verdict import timing
 
 timing.decide = lambda interval, allowed: timing.INCONCLUSIVE
 timing.MAX_LOOKS = 1

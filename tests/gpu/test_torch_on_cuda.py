@@ -12,12 +12,11 @@ import torch
 from torch import nn
 
 from fixtures.torch_convert_models import CASES, SmallCNN
-from pytest_parity import devices
-from pytest_parity.bridge import export_torch, run_onnxruntime
+from pytest_parity.bridge.pipeline import export_torch, run_onnxruntime
 from pytest_parity.check import run_check
-from pytest_parity.cross_device import check_across_devices
-from pytest_parity.frameworks import flatten_inputs
+from pytest_parity.frameworks import devices, flatten_inputs
 from pytest_parity.frameworks.torch import TorchModel
+from pytest_parity.modes.cross_device import check_across_devices
 from pytest_parity.settings import ParitySettings
 
 NO_CUDA = devices.cuda_skip_reason_torch()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pytest_parity import baseline, report
+from pytest_parity.reports import baseline
+from pytest_parity.reports import records as report
 
 
 def _entry(nodeid="t.py::test[cpu]", outputs=1e-7, grad=1e-6, speed=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_parity import bridge
+from pytest_parity.bridge import pipeline as bridge
 from pytest_parity.errors import ConversionError, ParityUsageError
 from pytest_parity.frameworks import flatten_inputs
 

@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from pytest_parity.check import MAX_LISTED_FAILURES, failure_message, seeded_generator
-from pytest_parity.compare import compare_arrays, compare_trees
 from pytest_parity.result import Comparison, ParityResult, SpeedResult
+from pytest_parity.seeding import seeded_generator
+from pytest_parity.verdict.compare import compare_arrays, compare_trees
+from pytest_parity.verdict.messages import MAX_LISTED_FAILURES, failure_message
 
 ROUTE = "tensorflow -> onnx -> torch"
 
@@ -42,7 +43,7 @@ def test_returns_a_numpy_generator():
 
 
 def test_stream_does_not_depend_on_the_process_hash_seed():
-    code = ("from pytest_parity.check import seeded_generator; "
+    code = ("from pytest_parity.seeding import seeded_generator; "
             "print(repr(seeded_generator('key', 3, 'weights').integers(0, 2**62, 4).tolist()))")
     outputs = set()
     for hash_seed in ("1", "2"):
@@ -196,7 +197,7 @@ class _Weights:
 
 
 def test_initializer_patterns_are_randomized_and_others_kept():
-    from pytest_parity.check import randomize_constant_weights
+    from pytest_parity.modes.steps import randomize_constant_weights
 
     forget_bias = np.concatenate([np.zeros(4), np.ones(4), np.zeros(8)])  # Keras LSTM unit_forget_bias
     adapter = _Weights({"bias": np.zeros(5), "variance": np.ones(5), "lstm_bias": forget_bias,
@@ -210,7 +211,7 @@ def test_initializer_patterns_are_randomized_and_others_kept():
 
 
 def test_weights_holding_equal_values_get_distinct_ones_the_first_kept():
-    from pytest_parity.check import randomize_constant_weights
+    from pytest_parity.modes.steps import randomize_constant_weights
 
     kernel = np.random.default_rng(0).standard_normal(6)
     adapter = _Weights({"key/kernel": kernel, "value/kernel": kernel, "query/kernel": kernel + 1.0})
@@ -222,7 +223,7 @@ def test_weights_holding_equal_values_get_distinct_ones_the_first_kept():
 
 
 def test_sparse_input_gradient_difference_with_agreeing_outputs_gets_the_subgradient_hint():
-    from pytest_parity.check import subgradient_hint
+    from pytest_parity.verdict.messages import subgradient_hint
 
     agreeing = compare_trees([np.ones(4)], [np.ones(4)], atol=1e-5, rtol=1e-4)
     near_tie = compare_arrays("input", np.r_[np.zeros(99), 1.0], np.zeros(100), atol=1e-4, rtol=1e-3)

@@ -1,4 +1,4 @@
-"""Unit tests for the comparison engine (pytest_parity.compare): numpy only, no framework."""
+"""Unit tests for the comparison engine (pytest_parity.verdict.compare): numpy only, no framework."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import collections
 import numpy as np
 import pytest
 
-from pytest_parity.compare import compare_arrays, compare_trees, describe, flatten_tree, unflatten_like
 from pytest_parity.result import Comparison, TreeComparison
+from pytest_parity.trees import flatten_tree, unflatten_like
+from pytest_parity.verdict.compare import compare_arrays, compare_trees, describe
 
 ATOL = 1e-5
 RTOL = 1e-4

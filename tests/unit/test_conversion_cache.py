@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_parity import conversion_cache
-from pytest_parity.conversion_cache import HIT, MISS, REBUILT, ConversionCache, frame, unframe
+from pytest_parity.bridge import cache as conversion_cache
+from pytest_parity.bridge.cache import HIT, MISS, REBUILT, ConversionCache, frame, unframe
 from pytest_parity.frameworks import ModelInputs
 
 KEY = "ab" * 32

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_parity.compare import compare_arrays, compare_trees
 from pytest_parity.errors import ParityError
-from pytest_parity.near_ties import INPUT_MOVE, check_confirming_near_ties, move_float_inputs
 from pytest_parity.result import ParityResult
+from pytest_parity.verdict.compare import compare_arrays, compare_trees
+from pytest_parity.verdict.near_ties import INPUT_MOVE, check_confirming_near_ties, move_float_inputs
 
 AGREEING = compare_trees([np.ones(4)], [np.ones(4)], atol=1e-5, rtol=1e-4)
 DIFFERING = compare_trees([np.zeros(4)], [np.ones(4)], atol=1e-5, rtol=1e-4)

@@ -14,7 +14,7 @@ onnx2torch = pytest.importorskip("onnx2torch")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from pytest_parity.onnx2torch_converters import model_opsets  # noqa: E402
+from pytest_parity.bridge.converters.onnx2torch_recurrent import model_opsets  # noqa: E402
 
 # The CUDA build of torch on a machine without a driver warns "CUDA initialization: ..." at the first backward pass of
 # the process (TorchModel.run filters it the same way); it says nothing about the converters.

@@ -13,7 +13,8 @@ pytest.importorskip("onnx2torch")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from pytest_parity import bridge, onnx_rewrites  # noqa: E402
+from pytest_parity.bridge import onnx_rewrites  # noqa: E402
+from pytest_parity.bridge import pipeline as bridge  # noqa: E402
 from pytest_parity.errors import ConversionError  # noqa: E402
 
 X = np.linspace(-3.0, 3.0, 12, dtype=np.float32).reshape(3, 4)

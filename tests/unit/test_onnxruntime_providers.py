@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_parity import bridge, devices
-from pytest_parity.frameworks import flatten_inputs
+from pytest_parity.bridge import pipeline as bridge
+from pytest_parity.frameworks import devices, flatten_inputs
 
 CPU_ONLY_WHEEL = ["AzureExecutionProvider", "CPUExecutionProvider"]
 GPU_WHEEL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -11,7 +11,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from pytest_parity.opset_down import HELD_DOMAIN, OpsetConversionError, convert_version  # noqa: E402
+from pytest_parity.bridge.opset_down import HELD_DOMAIN, OpsetConversionError, convert_version  # noqa: E402
 
 
 def _model(nodes, outputs, initializers=()):

@@ -7,8 +7,8 @@ import pytest
 
 from pytest_parity.errors import ParityUsageError, WeightTransferError
 from pytest_parity.layouts import check_inputs_fit, parse_layouts
-from pytest_parity.port import keras_layers
-from pytest_parity.port.ops import (
+from pytest_parity.modes.port import keras_layers
+from pytest_parity.modes.port.ops import (
     LSTM_KERAS_TO_ONNX,
     LayerCall,
     ModelStructure,
@@ -20,7 +20,7 @@ from pytest_parity.port.ops import (
     same_padding,
     stacked,
 )
-from pytest_parity.port.transfer import FlattenPermutation, plan_transfer
+from pytest_parity.modes.port.transfer import FlattenPermutation, plan_transfer
 
 rng = np.random.default_rng(0)
 

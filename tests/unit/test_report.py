@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from pytest_parity import report
-from pytest_parity.compare import compare_arrays, compare_trees
+from pytest_parity.reports import records as report
 from pytest_parity.result import Comparison, ParityResult, SpeedResult, TreeComparison
+from pytest_parity.verdict.compare import compare_arrays, compare_trees
 
 NAN = float("nan")
 INF = float("inf")
@@ -323,7 +323,7 @@ def test_summary_lines_accept_records_read_back_from_json(tmp_path):
 def test_html_report_of_an_edge_case_record_renders_without_figures_it_does_not_have(tmp_path):
     from html.parser import HTMLParser
 
-    from pytest_parity.html_report import write_html
+    from pytest_parity.reports.html import write_html
 
     shape_problem = compare_trees(np.ones(3), np.ones(4), atol=1e-5, rtol=1e-4)  # no elementwise histogram
     nan_outputs = compare_trees(np.array([np.nan, 1.0]), np.array([1.0, 1.0]), atol=1e-5, rtol=1e-4)
@@ -343,7 +343,7 @@ def test_html_report_of_an_edge_case_record_renders_without_figures_it_does_not_
 
 @pytest.mark.parametrize(("atol", "position"), [(0.0, 1.0), (1e-5, 9.0), (1e-13, 1.0), (10.0, 14.0)])
 def test_the_atol_line_sits_where_bins_stop_being_wholly_below_it(atol, position):
-    from pytest_parity.html_report import _position_of
+    from pytest_parity.reports.html import _position_of
 
     assert _position_of(atol, 16) == pytest.approx(position)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_parity import tf_export
+from pytest_parity.bridge import tf_export
 from pytest_parity.errors import ConversionError
 
 GIB = 2**30

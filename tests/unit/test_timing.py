@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from pytest_parity import timing
+from pytest_parity.verdict import timing
 
 
 class FakeClock:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_parity import ParityUsageError, tolerances
-from pytest_parity.check import compare_gradients
+from pytest_parity import ParityUsageError
 from pytest_parity.frameworks import flatten_inputs
 from pytest_parity.result import WeightAccount
 from pytest_parity.settings import ParitySettings, resolve
-from pytest_parity.weight_accounting import account_weights, uncompared_section
+from pytest_parity.verdict import tolerances
+from pytest_parity.verdict.gradients import compare_gradients
+from pytest_parity.verdict.weight_accounting import account_weights, uncompared_section
 
 GRADS = {"conv/kernel": np.ones(3), "bn/gamma": np.full(2, 0.5), "bn/beta": np.full(2, 0.1), "pool/unused": None}
 

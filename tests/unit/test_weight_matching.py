@@ -1,11 +1,11 @@
-"""Unit tests for following source weights into the converted model (pytest_parity.weight_matching)."""
+"""Unit tests for following source weights into the converted model (pytest_parity.bridge.weight_matching)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pytest_parity.weight_matching import (
+from pytest_parity.bridge.weight_matching import (
     DENSE_NEAR_FRACTION,
     NEAR_MATCH_FRACTION,
     WeightMatch,
@@ -128,7 +128,7 @@ def test_near_match_prefers_the_closest_candidate_over_a_looser_decoy(rng):
 
 def test_a_tensor_folded_from_a_randomized_batchnorm_scale_is_not_taken_for_an_altered_copy(rng):
     # tf2onnx folds gamma * rsqrt(variance + eps) into one tensor; with gamma and variance randomized around 1 by
-    # check.SCALE_SPREAD, it lies within NEAR_MATCH_FRACTION of gamma in every element.
+    # steps.SCALE_SPREAD, it lies within NEAR_MATCH_FRACTION of gamma in every element.
     gamma = rng.uniform(0.9, 1.1, 16).astype(np.float32)
     variance = rng.uniform(0.9, 1.1, 16).astype(np.float32)
     folded = (gamma / np.sqrt(variance + 1e-3)).astype(np.float32)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from pytest_parity.errors import ConversionError
+
 # What keeps Keras 3's jit-compiled functions from being inlined (see _strip_xla_markers).
 XLA_MARKERS = ("_XlaMustCompile", "_noinline")
 # The step named in this module's own errors (the bridge adds the tf2onnx version and opset to the ones it raises).
@@ -44,7 +46,7 @@ def export(tf: Any, forward: Any, specs: list[Any], opset: int) -> Any:
     from tf2onnx import optimizer, tf_loader
     from tf2onnx.tfonnx import process_tf_graph
 
-    from pytest_parity import tf2onnx_handlers  # noqa: F401 - registers handlers for ops tf2onnx lacks
+    from pytest_parity.bridge.converters import tf2onnx_handlers  # noqa: F401 - registers handlers for ops tf2onnx lacks
 
     with tf.device("/cpu:0"):
         concrete = forward.get_concrete_function(*specs)
@@ -90,8 +92,6 @@ def refuse_if_memory_is_short(weight_bytes: int, description: str) -> None:
     needed = weight_bytes * EXPORT_MEMORY_PER_WEIGHT_BYTE
     if available is None or needed <= available:
         return
-    from pytest_parity.errors import ConversionError
-
     raise ConversionError(
         f"{STEP}: not started for {description}: its {weight_bytes / 2**30:.2f} GiB of weights need about "
         f"{needed / 2**30:.0f} GiB of memory to export (tf2onnx's freezing and optimizers copy the graph several "
@@ -154,8 +154,6 @@ def _captured_constants_to_initializers(model_proto: Any, input_names: set[str],
     extra = [value for value in model_proto.graph.input if value.name not in input_names]
     unknown = [value.name for value in extra if value.name not in captured]
     if unknown:
-        from pytest_parity.errors import ConversionError
-
         raise ConversionError(
             f"{STEP}: the exported graph has inputs that are not the model's inputs and not "
             f"values the model captured: {', '.join(unknown)}.\nWhat you can do: make sure the model's call() takes "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_parity import report
+from pytest_parity.reports import records as report
 
 FLOOR = 1e-7
 DEFAULT_FACTOR = 10.0

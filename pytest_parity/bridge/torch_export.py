@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from pytest_parity import opset_down
+from pytest_parity.bridge import onnx_rewrites, opset_down
 from pytest_parity.errors import FrameworkNotInstalled
 
 
@@ -61,7 +61,7 @@ def export(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], input_nam
 #   down-converts *before* folding, which fails for a Reduce op whose axes are not constant yet and then silently
 #   keeps opset 18 (onnx2torch has no ReduceMean-18): so export at 18, fold, then down-convert. Finally a few
 #   constructs onnx2torch rejects are rewritten into equivalents (see _rewrite_for_onnx2torch). With these, all of the
-#   models above convert and match every weight (nn.LSTM through pytest_parity.onnx2torch_converters).
+#   models above convert and match every weight (nn.LSTM through pytest_parity.bridge.converters.onnx2torch_recurrent).
 EXPORTER_CHOICE = "torch.onnx.export(dynamo=True, optimize=False)"
 # The opset torchlib (the dynamo exporter's op library) implements; lower opsets are reached by down-conversion.
 EXPORT_OPSET = 18
@@ -143,9 +143,8 @@ def _rewrite_for_onnx2torch(model_proto: Any) -> None:
     """
     from onnx import helper, numpy_helper
 
-    from pytest_parity.bridge import all_graphs
 
-    graphs = all_graphs(model_proto.graph)
+    graphs = onnx_rewrites.all_graphs(model_proto.graph)
     constants: dict[str, Any] = {}
     element_types: dict[str, int] = {}
     for graph in graphs:

@@ -14,7 +14,7 @@ import math
 from html import escape
 from typing import Any
 
-from pytest_parity.report import (
+from pytest_parity.reports.records import (
     document,
     figure_text,
     result_cell,

@@ -134,3 +134,19 @@ def route_convs_reading_shared_or_computed_weights(model_proto: Any) -> Any:
         entry = copy.opset_import.add()
         entry.domain, entry.version = CONV_OF_INPUT_WEIGHT_DOMAIN, CONV_OF_INPUT_WEIGHT_VERSION
     return copy
+
+
+def all_graphs(graph: Any) -> list[Any]:
+    """The graph and every subgraph of its nodes (Loop and If bodies), depth first."""
+    graphs = [graph]
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                graphs.extend(all_graphs(attribute.g))
+            for subgraph in attribute.graphs:
+                graphs.extend(all_graphs(subgraph))
+    return graphs
+
+
+def all_nodes(graph: Any) -> list[Any]:
+    return [node for each in all_graphs(graph) for node in each.node]

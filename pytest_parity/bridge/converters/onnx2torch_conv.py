@@ -24,7 +24,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxToTorchModule, OperationConverterResult, onnx_mapping_from_node
 from torch import nn
 
-from pytest_parity.onnx_rewrites import (
+from pytest_parity.bridge.onnx_rewrites import (
     CONV_OF_INPUT_WEIGHT,
     CONV_OF_INPUT_WEIGHT_DOMAIN,
     CONV_OF_INPUT_WEIGHT_VERSION,

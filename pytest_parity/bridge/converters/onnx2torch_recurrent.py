@@ -31,7 +31,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
 from torch import nn
 
-from pytest_parity.port.ops import GRU_TORCH_TO_ONNX, LSTM_TORCH_TO_ONNX
+from pytest_parity.layouts import GRU_TORCH_TO_ONNX, LSTM_TORCH_TO_ONNX
 
 __all__ = ["model_opsets"]
 
@@ -445,7 +445,7 @@ def _convert_loop(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     if opsets is None:
         raise NotImplementedError(
             f"ONNX Loop node {node.name!r}: converting its body needs the model's opsets; convert inside "
-            f"pytest_parity.onnx2torch_converters.model_opsets(model)")
+            f"pytest_parity.bridge.converters.onnx2torch_recurrent.model_opsets(model)")
     body = onnx.GraphProto()
     body.CopyFrom(next(a.g for a in node.proto.attribute if a.name == "body"))
     outer = _outer_names(body)

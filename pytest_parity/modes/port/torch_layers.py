@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.errors import ParityUsageError
-from pytest_parity.port.ops import (
+from pytest_parity.modes.port.ops import (
     GRU_TORCH_TO_ONNX,
     LSTM_TORCH_TO_ONNX,
     Binding,

@@ -13,24 +13,37 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity import compare
+from pytest_parity import trees
 from pytest_parity.errors import ParityError, ParityUsageError, error_summary
-from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, load_adapter
+from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices
+from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
-from pytest_parity.port import divergence
-from pytest_parity.port.ops import ModelStructure
-from pytest_parity.port.transfer import TransferPlan, plan_transfer
+from pytest_parity.modes.port import divergence
+from pytest_parity.modes.port.ops import ModelStructure
+from pytest_parity.modes.port.transfer import TransferPlan, plan_transfer
+from pytest_parity.modes.steps import (
+    make_cotangent_source,
+    measure_speed_if_asked,
+    randomize_constant_weights,
+    refuse_non_finite,
+    run_source,
+    source_run_failure,
+)
 from pytest_parity.result import ParityResult
+from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings
-from pytest_parity.weight_accounting import account_weights
+from pytest_parity.verdict import compare
+from pytest_parity.verdict.gradients import compare_gradients
+from pytest_parity.verdict.messages import failure_message
+from pytest_parity.verdict.weight_accounting import account_weights
 
 
 def _record(adapter: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
     if adapter.framework == "tensorflow":
-        from pytest_parity.port import keras_layers
+        from pytest_parity.modes.port import keras_layers
 
         return keras_layers.record(adapter, inputs, device)
-    from pytest_parity.port import torch_layers
+    from pytest_parity.modes.port import torch_layers
 
     return torch_layers.record(adapter, inputs, device)
 
@@ -44,15 +57,13 @@ def _for_target(inputs: ModelInputs, layouts: LayoutPair | None) -> ModelInputs:
 def _to_source_layout(tree: Any, layouts: LayoutPair | None) -> Any:
     if layouts is None:
         return tree
-    leaves = [layouts.target_to_source(np.asarray(leaf)) for _, leaf in compare.flatten_tree(tree, "output")]
-    return compare.unflatten_like(tree, leaves)
+    leaves = [layouts.target_to_source(np.asarray(leaf)) for _, leaf in trees.flatten_tree(tree, "output")]
+    return trees.unflatten_like(tree, leaves)
 
 
 def run_port(source_model: Any, target_model: Any, source_framework: str, target_framework: str,
              inputs: ModelInputs, settings: ParitySettings, device: str, seed_key: str,
              speed_gate: bool = True) -> ParityResult:
-    from pytest_parity.check import randomize_constant_weights, seeded_generator
-
     if source_framework == target_framework:
         raise ParityUsageError(
             f"port mode carries weights between frameworks, but both models are {FRAMEWORK_LABELS[source_framework]} "
@@ -85,16 +96,6 @@ def _other(framework: str) -> str:
 
 def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layouts: LayoutPair | None,
            settings: ParitySettings, device: str, seed_key: str, speed_gate: bool) -> ParityResult:
-    from pytest_parity import devices
-    from pytest_parity.check import (
-        compare_gradients,
-        failure_message,
-        make_cotangent_source,
-        measure_speed_if_asked,
-        refuse_non_finite,
-        run_source,
-    )
-
     target_inputs = _for_target(inputs, layouts)
     with devices.exact_float32({source.framework, target.framework}, device):
         started = time.perf_counter()
@@ -156,8 +157,6 @@ def _record_source(source: ModelAdapter, inputs: ModelInputs, device: str) -> Mo
     except ParityUsageError:
         raise
     except Exception as error:
-        from pytest_parity.check import source_run_failure
-
         raise source_run_failure(source, inputs, error) from None
 
 

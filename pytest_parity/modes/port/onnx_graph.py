@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from pytest_parity.bridge import pipeline as bridge
+from pytest_parity.bridge.weight_matching import WeightMatch, match_weights
 from pytest_parity.errors import ParityUsageError
-from pytest_parity.port.ops import Binding, ModelStructure, ParamOp, moved
-from pytest_parity.weight_matching import WeightMatch, match_weights
+from pytest_parity.modes.port.ops import Binding, ModelStructure, ParamOp, moved
 
 
 def _core(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -39,8 +40,6 @@ def _bound(match: WeightMatch, initializer_shape: tuple[int, ...], transpose: bo
 
 def record(adapter: Any, inputs: Any, device: str) -> ModelStructure:
     import onnx.numpy_helper
-
-    from pytest_parity import bridge
 
     model_proto = bridge.export_tensorflow(adapter, inputs)
     graph = model_proto.graph

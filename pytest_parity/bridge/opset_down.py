@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_parity import onnx_rewrites
+from pytest_parity.bridge import onnx_rewrites
 
 HELD_DOMAIN = "pytest_parity.held"
 # Ops whose opset 18 form has no down-adapter in onnx.version_converter, and whose 13-17 form is written here.

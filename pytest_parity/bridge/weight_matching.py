@@ -35,7 +35,7 @@ NEAR_MATCH_FRACTION = 0.1
 # ... provided it differs in at most half of its elements (a converter altered some), or everywhere by no more than
 # DENSE_NEAR_FRACTION of its largest element (rounding, a cast). A tensor a converter derived from a randomized weight
 # is neither: tf2onnx folds a BatchNormalization's gamma * rsqrt(variance + eps), within 5% of gamma in every element
-# (check.SCALE_SPREAD), and must not pass for an altered gamma.
+# (steps.SCALE_SPREAD), and must not pass for an altered gamma.
 DENSE_NEAR_FRACTION = 0.01
 
 # Gate-block orders a converter may apply to a recurrent weight, as "target block j holds source block order[j]".

@@ -9,9 +9,9 @@ and inputs this hits about 2% of checks of a correct CIFAR CNN port, and whether
 rounding that changes with thread scheduling, so a CI gate on a correct port would fail now and then.
 
 A defect stays when the inputs move; a near-tie does not. So when a failed check has exactly that signature
-(``check.subgradient_hint``), it is run once more with every float input moved by a seeded relative 1e-3, which breaks
-ties of 1e-7 while leaving the check's meaning unchanged. If the re-check passes, its result is the check's, with a
-note quoting the first figures; if it fails too, the first failure stands and says so. ``near_tie_retry=False``
+(``messages.subgradient_hint``), it is run once more with every float input moved by a seeded relative 1e-3, which
+breaks ties of 1e-7 while leaving the check's meaning unchanged. If the re-check passes, its result is the check's,
+with a note quoting the first figures; if it fails too, the first failure stands and says so. ``near_tie_retry=False``
 switches this off.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from pytest_parity.errors import ParityError
 from pytest_parity.result import ParityResult
+from pytest_parity.verdict.messages import subgradient_hint
 
 # Relative size of the move: far above float32 rounding (1e-7), far below anything that changes what a check means.
 INPUT_MOVE = 1e-3
@@ -32,8 +33,6 @@ INPUT_MOVE = 1e-3
 def check_confirming_near_ties(attempt: Callable[[Any], ParityResult], inputs: Any, enabled: bool,
                                generator: np.random.Generator) -> ParityResult:
     """``attempt(inputs)``; a failure with the near-tie signature is re-checked once on moved inputs."""
-    from pytest_parity.check import subgradient_hint
-
     try:
         return attempt(inputs)
     except ParityError as failure:

@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity import conversion_cache, onnx_rewrites
-from pytest_parity.conversion_cache import ConversionCache
+from pytest_parity.bridge import cache as conversion_cache
+from pytest_parity.bridge import onnx_rewrites
+from pytest_parity.bridge.cache import ConversionCache
+from pytest_parity.bridge.torch_export import EXPORTER_CHOICE
 from pytest_parity.errors import ConversionError, FrameworkNotInstalled, ParityUsageError
-from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs
+from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices
 
 OPSET = 17
 
@@ -81,7 +83,7 @@ def preload_converters(source_framework: str, target_framework: str) -> float:
         except ImportError:
             return time.perf_counter() - started
     if source_framework == "torch":
-        from pytest_parity import torch_export
+        from pytest_parity.bridge import torch_export
 
         torch_export.warm_up()
     return time.perf_counter() - started
@@ -160,8 +162,6 @@ def export_tensorflow(source: Any, inputs: ModelInputs) -> Any:
 
 
 def export_torch(source: Any, inputs: ModelInputs) -> Any:
-    from pytest_parity.torch_export import EXPORTER_CHOICE
-
     step = f"PyTorch -> ONNX ({EXPORTER_CHOICE}, torch {_version('torch')}, opset {OPSET})"
     try:
         model_proto = source.to_onnx(inputs, OPSET)
@@ -232,7 +232,7 @@ def check_onnx_model(model_proto: Any, step: str) -> None:
     """tf2onnx leaves ops it cannot convert in the graph (continue_on_error); find them before onnx2torch does."""
     import onnx
 
-    for node in _all_nodes(model_proto.graph):
+    for node in onnx_rewrites.all_nodes(model_proto.graph):
         if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
             if node.op_type in NESTED_FUNCTION_CALLS:
                 what, advice = NESTED_FUNCTION_CALL_ADVICE
@@ -253,22 +253,6 @@ def validate_onnx_model(model_proto: Any, step: str) -> None:
     except onnx.checker.ValidationError as error:
         raise ConversionError(f"{step} produced an invalid ONNX model: {_first_line(error)}", step=step,
                               opset=OPSET) from None
-
-
-def all_graphs(graph: Any) -> list[Any]:
-    """The graph and every subgraph of its nodes (Loop and If bodies), depth first."""
-    graphs = [graph]
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                graphs.extend(all_graphs(attribute.g))
-            for subgraph in attribute.graphs:
-                graphs.extend(all_graphs(subgraph))
-    return graphs
-
-
-def _all_nodes(graph: Any) -> list[Any]:
-    return [node for each in all_graphs(graph) for node in each.node]
 
 
 _MISSING_CONVERTER = re.compile(r"operation_type='(?P<op>[^']+)', version=(?P<version>\d+)")
@@ -314,7 +298,7 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
             raise ConversionError(_converter_refused_node(step, error, node_name, op), step=step, op=op,
                                   opset=OPSET) from None
         op, version = found["op"], int(found["version"])
-        nodes = [n.name for n in _all_nodes(model_proto.graph) if n.op_type == op][:3]
+        nodes = [n.name for n in onnx_rewrites.all_nodes(model_proto.graph) if n.op_type == op][:3]
         raise ConversionError(
             f"{step}: onnx2torch has no converter for the ONNX op {op!r} (version {version}, model opset {OPSET}), "
             f"used by node(s) {', '.join(repr(n) for n in nodes)}.\n"
@@ -420,8 +404,6 @@ class OnnxRuntimeOutputs(list[np.ndarray]):
 
     def describe(self) -> str:
         """For a diagnosis: "onnxruntime on CUDAExecutionProvider (TF32 off)", or the CPU and why."""
-        from pytest_parity import devices
-
         where = f"onnxruntime on {self.provider}"
         if self.provider == devices.CUDA_EXECUTION_PROVIDER:
             return f"{where} (TF32 off)"
@@ -435,8 +417,6 @@ def run_onnxruntime(model_proto: Any, inputs: ModelInputs, device: str = "cpu") 
     when onnxruntime cannot create it, the CPU provider does, and the result's ``fallback`` says why.
     """
     import onnxruntime
-
-    from pytest_parity import devices
 
     available = onnxruntime.get_available_providers()
     # onnxruntime falls back to the CPU provider by itself when the CUDA one cannot be created (missing CUDA or cuDNN

@@ -20,7 +20,7 @@ import numpy as np
 
 from pytest_parity.errors import WeightTransferError
 from pytest_parity.layouts import LayoutPair
-from pytest_parity.port.ops import Binding, ModelStructure, ParamOp, Values, shape_text
+from pytest_parity.modes.port.ops import Binding, ModelStructure, ParamOp, Values, shape_text
 
 # Why a structural attribute must agree, in words a user porting a model recognises.
 ATTRIBUTE_HINTS = {

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity import compare
 from pytest_parity.layouts import LayoutPair
-from pytest_parity.port.ops import LayerCall, ModelStructure, ParamOp
-from pytest_parity.port.transfer import FlattenPermutation, TransferPlan
+from pytest_parity.modes.port.ops import LayerCall, ModelStructure, ParamOp
+from pytest_parity.modes.port.transfer import FlattenPermutation, TransferPlan
+from pytest_parity.verdict import compare
 
 # Attributes whose difference is worth naming as a cause, in the order they are reported.
 TELLING_ATTRIBUTES = ("epsilon", "pads", "strides", "dilations", "group", "padding_mode", "output_padding")

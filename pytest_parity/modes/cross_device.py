@@ -16,20 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity import compare, devices
-from pytest_parity.check import (
-    compare_gradients,
-    failure_message,
-    make_cotangent_source,
-    randomize_constant_weights,
-    refuse_non_finite,
-    run_source,
-    seeded_generator,
-)
 from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError, error_summary
-from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, flatten_inputs, load_adapter
+from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, devices, flatten_inputs
+from pytest_parity.frameworks.adapters import load_adapter
+from pytest_parity.modes.steps import make_cotangent_source, randomize_constant_weights, refuse_non_finite, run_source
 from pytest_parity.result import ParityResult
+from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings, with_overrides
+from pytest_parity.verdict import compare
+from pytest_parity.verdict.gradients import compare_gradients
+from pytest_parity.verdict.messages import failure_message
 
 REFERENCE_DEVICE = "cpu"
 TARGET_DEVICE = "cuda"

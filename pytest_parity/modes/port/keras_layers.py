@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.errors import ParityUsageError
-from pytest_parity.port.ops import (
+from pytest_parity.modes.port.ops import (
     GRU_KERAS_TO_ONNX,
     LSTM_KERAS_TO_ONNX,
     Binding,
@@ -307,7 +307,7 @@ def record(adapter: Any, inputs: Any, device: str) -> ModelStructure:
 
     model = adapter.model
     if not hasattr(model, "_flatten_layers"):
-        from pytest_parity.port import onnx_graph
+        from pytest_parity.modes.port import onnx_graph
 
         return onnx_graph.record(adapter, inputs, device)  # a tf.Module of raw variables: no layers to record
     leaves = leaf_layers(model)

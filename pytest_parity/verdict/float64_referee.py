@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.compare import flatten_tree
 from pytest_parity.frameworks import ModelAdapter, ModelInputs
+from pytest_parity.trees import flatten_tree
 
 # A failing tensor whose difference is within this factor of the source's own float32 error counts as rounding: the
 # converted model, rounding differently, may land on the other side of the float64 value.

@@ -1,0 +1,199 @@
+"""Convert mode: one model against its own conversion (source -> ONNX -> target), start to finish:
+run the source -> bridge -> run the target -> compare outputs, gradients and carried weights -> verdict.
+
+Data flows one way and only numpy crosses between frameworks. The source is always the reference.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from pytest_parity import trees
+from pytest_parity.bridge import pipeline as bridge
+from pytest_parity.bridge.cache import ConversionCache
+from pytest_parity.bridge.weight_matching import WeightMatch, WeightMatching, match_weights
+from pytest_parity.errors import FrameworkNotInstalled, ParityError, ParityUsageError
+from pytest_parity.frameworks import ModelAdapter, ModelInputs, devices
+from pytest_parity.frameworks.adapters import load_adapter
+from pytest_parity.modes.steps import (
+    converted_run_failure,
+    initializer_pattern,
+    make_cotangent_source,
+    measure_speed_if_asked,
+    randomize_constant_weights,
+    refuse_non_finite,
+    run_source,
+)
+from pytest_parity.result import Comparison, ParityResult
+from pytest_parity.seeding import seeded_generator
+from pytest_parity.settings import ParitySettings
+from pytest_parity.verdict import compare, float64_referee
+from pytest_parity.verdict.gradients import compare_gradients, input_label
+from pytest_parity.verdict.messages import failure_message, float32_rounding_hint
+from pytest_parity.verdict.weight_accounting import account_weights
+
+# A transferred weight must be a copy: float32 resolution is ~6e-8 relative, converters only move elements around.
+WEIGHT_ATOL = 0.0
+WEIGHT_RTOL = 1e-6
+# What convert mode converts to when the marker names no target.
+DEFAULT_TARGET = {"tensorflow": "torch", "torch": "torch"}
+
+
+def run_convert(source_model: Any, source_framework: str, inputs: ModelInputs, settings: ParitySettings, device: str,
+                seed_key: str, speed_gate: bool, cache: ConversionCache | None) -> ParityResult:
+    if settings.layouts is not None:
+        raise ParityUsageError("layouts=... applies to port mode (parity.check(source, target, ...)); in convert mode "
+                               "the converted model takes the source's inputs as they are")
+    target_framework = settings.target or DEFAULT_TARGET[source_framework]
+    source = load_adapter(source_framework, source_model)
+
+    originals: dict[str, np.ndarray] = {}
+    if settings.randomize_constant_weights:
+        originals = randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
+    try:
+        return compare_models(source, inputs, target_framework, settings, device, seed_key, speed_gate, cache)
+    finally:
+        if originals:
+            source.assign_weights(originals)
+
+
+def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: str, settings: ParitySettings,
+                    device: str, seed_key: str, speed_gate: bool, cache: ConversionCache | None) -> ParityResult:
+    source_cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
+    with devices.exact_float32({source.framework, target_framework}, device):
+        started = time.perf_counter()
+        source_outputs, source_input_grads, source_weight_grads = run_source(
+            source, inputs, device, make_cotangents if settings.grad else None)
+        refuse_non_finite(source_outputs, "output", source.description)
+        source_run_s = time.perf_counter() - started
+
+        import_s = bridge.preload_converters(source.framework, target_framework)
+        started = time.perf_counter()
+        conversion = bridge.convert(source, inputs, target_framework, cache)
+        target = conversion.target
+        source_weights, target_weights = source.weights(), target.weights()
+        matching = match_weights(source_weights, target_weights)
+        conversion_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        trainable = set(source.trainable_names())
+        grad_matches = [m for m in matching.matches if m.source_name in trainable]
+        try:
+            target_outputs, target_input_grads, target_weight_grads = target.run(
+                inputs, device, source_cotangents if settings.grad else None,
+                grad_weights=[m.target_name for m in grad_matches])
+        except (ParityUsageError, FrameworkNotInstalled):
+            raise
+        except Exception as error:
+            raise converted_run_failure(conversion.route, target.description, inputs, error) from None
+        # A converted model returns its outputs flat, in the same order as the source's leaves.
+        target_leaves = [leaf for _, leaf in trees.flatten_tree(target_outputs, "output")]
+        source_leaves = trees.flatten_tree(source_outputs, "output")
+        if len(target_leaves) == len(source_leaves):
+            target_outputs = trees.unflatten_like(source_outputs, target_leaves)
+        outputs = compare.compare_trees(target_outputs, source_outputs, atol=settings.atol, rtol=settings.rtol)
+
+        grads = None
+        if settings.grad:
+            by_target = target_weight_grads or {}
+            carried = {m.source_name: _in_source_layout(m, by_target.get(m.target_name)) for m in grad_matches}
+            grads = compare_gradients(inputs, source_input_grads or [], target_input_grads or [],
+                                               source_weight_grads or {}, carried,
+                                               [m.source_name for m in grad_matches], settings,
+                                               {m.source_name: m.target_name for m in grad_matches})
+        weights = _compare_transferred_weights(source_weights, target_weights, matching)
+        run_s = source_run_s + time.perf_counter() - started
+
+        speed = measure_speed_if_asked(settings, speed_gate, device, source, inputs, target, inputs)
+
+    why_not = dict(matching.unmatched)
+    if not settings.randomize_constant_weights:
+        for name in why_not:
+            if initializer_pattern(source_weights[name]):
+                why_not[name] = ("its values are all equal (or only zeros and ones) and randomize_constant_weights="
+                                 "False: converters drop an Add of zeros and fold constant factors, so no tensor of "
+                                 "the target holds it; leave randomize_constant_weights on to follow it")
+    account = account_weights(source.trainable_names(), [m.source_name for m in grad_matches], why_not,
+                              source_weight_grads, settings.unmatched_weights, settings.grad, grads)
+    result = ParityResult(
+        route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
+        weight_names={m.source_name: m.target_name for m in matching.matches},
+        unmatched_weights=dict(matching.unmatched), weight_account=account, speed=speed, conversion_s=conversion_s,
+        run_s=run_s, conversion_cache=conversion.cache_outcome, import_s=import_s)
+    if not result.passed:
+        # The referee runs the forward graph only: with the outputs agreeing it would call every step faithful and
+        # point away from the gradients or weights that differ (named in the message).
+        result.diagnosis = (_diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)
+                            if not outputs.passed else _backward_diagnosis(result, conversion))
+        own_error = float64_referee.source_float32_error(
+            source, inputs, device, source_cotangents if settings.grad else None, source_outputs, source_input_grads,
+            source_weight_grads, [input_label(inputs, name) for name in inputs.names],
+            (settings.atol, settings.rtol, settings.grad_atol, settings.grad_rtol))
+        result.float32_rounding = float32_rounding_hint(result, own_error)
+        raise ParityError(failure_message(result, source.description, target.description), result)
+    return result
+
+
+def _in_source_layout(match: WeightMatch, target_value: np.ndarray | None) -> np.ndarray | None:
+    return None if target_value is None else match.gradient_to_source_layout(target_value)
+
+
+def _compare_transferred_weights(source_values: dict[str, np.ndarray], target_values: dict[str, np.ndarray],
+                                 matching: WeightMatching) -> dict[str, Comparison]:
+    # The values read for matching: a check changes no weight between conversion and here.
+    return {
+        match.source_name: compare.compare_arrays(
+            match.source_name, match.to_source_layout(target_values[match.target_name]),
+            source_values[match.source_name], atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+        for match in matching.matches
+    }
+
+
+def _diagnose(conversion: bridge.Conversion, inputs: ModelInputs, source_outputs: Any, target_outputs: Any,
+              settings: ParitySettings, device: str) -> str | None:
+    """Which step diverged, with onnxruntime running the ONNX graph as a neutral referee (on the check's device)."""
+    try:
+        referee = bridge.run_onnxruntime(conversion.onnx_model, inputs, device)
+    except Exception as error:
+        return f"onnxruntime could not run the exported graph ({type(error).__name__}), so no step is singled out"
+    source_leaves = [leaf for _, leaf in trees.flatten_tree(source_outputs, "output")]
+    target_leaves = [leaf for _, leaf in trees.flatten_tree(target_outputs, "output")]
+    if len(referee) != len(source_leaves) or len(referee) != len(target_leaves):
+        return None
+    export_ok = compare.compare_trees(referee, source_leaves, atol=settings.atol, rtol=settings.rtol)
+    import_ok = compare.compare_trees(target_leaves, referee, atol=settings.atol, rtol=settings.rtol)
+    export_step, import_step = conversion.route.split(" -> ")[0], conversion.route.split(" -> ")[-1]
+    verdict = (f"source vs onnxruntime: max abs {export_ok.max_abs:.3g} ({'agree' if export_ok.passed else 'differ'});"
+               f" onnxruntime vs target: max abs {import_ok.max_abs:.3g} "
+               f"({'agree' if import_ok.passed else 'differ'})")
+    if device != "cpu":
+        # Where the referee ran matters on a GPU: the CPU provider does not share the GPU's rounding.
+        verdict = f"[{referee.describe()}] {verdict}"
+    if export_ok.passed != import_ok.passed:
+        failing = f"ONNX -> {import_step} import" if export_ok.passed else f"{export_step} -> ONNX export"
+        return f"{verdict} -> the {failing} step diverged"
+    # Both within (or both outside) tolerance: point at the step that contributes most, when one clearly does.
+    if import_ok.max_abs > 10 * export_ok.max_abs:
+        return f"{verdict} -> most of the difference comes from the ONNX -> {import_step} import step"
+    if export_ok.max_abs > 10 * import_ok.max_abs:
+        return f"{verdict} -> most of the difference comes from the {export_step} -> ONNX export step"
+    return verdict
+
+
+def _backward_diagnosis(result: ParityResult, conversion: bridge.Conversion) -> str | None:
+    """For a failure with the outputs agreeing: what the graph shows about the backward pass, when it shows anything."""
+    failing = [c.name for c in (result.grads or {}).values() if not c.passed]
+    if not failing:
+        return None
+    shared = bridge.weights_copied_per_reader(conversion.onnx_model)
+    text = ("the outputs agree, so the forward graph was carried across faithfully; the difference is in the backward "
+            "pass of the converted model")
+    if shared:
+        examples = ", ".join(f"{name!r} ({count} readers)" for name, count in list(shared.items())[:3])
+        text += (f". {len(shared)} weight tensor(s) of the ONNX graph are read by several nodes ({examples}), among "
+                 f"them a ConvTranspose or normalisation whose onnx2torch converter gives each reader its own copy, "
+                 f"which splits the weight's gradient between the copies: a likely cause")
+    return text

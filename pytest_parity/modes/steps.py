@@ -1,0 +1,143 @@
+"""The steps both modes run around their own: seeded weights and cotangents, running the source and explaining its
+failure, refusing a non-finite reference, measuring speed, explaining a converted model that fails to run."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pytest_parity import trees
+from pytest_parity.errors import ConversionError, ParityUsageError, error_summary
+from pytest_parity.frameworks import ModelAdapter, ModelInputs
+from pytest_parity.result import SpeedResult
+from pytest_parity.seeding import seeded_generator
+from pytest_parity.settings import ParitySettings
+from pytest_parity.verdict import timing
+
+# How far randomize_constant_weights moves initializer-pattern weights: zeros -> N(0, ZERO_STD), other values times
+# U(1 - SCALE_SPREAD, 1 + SCALE_SPREAD). Small on purpose: the values only need to be distinct and non-trivial (a
+# dropped bias of 0.01 is still 1000x the default atol), while BatchNormalization's gain gamma / sqrt(variance)
+# compounds through depth. With the first choice, N(0, 0.1) and U(0.5, 1.5), channel gains reached 2.1 and an untrained
+# EfficientNetV2M's logits reached 1e5, a saturated softmax whose winning class float32 rounding decided
+# (benchmarks/randomized_weight_scale.py measures every architecture of the coverage suite).
+ZERO_STD = 0.01
+SCALE_SPREAD = 0.1
+
+
+def randomize_constant_weights(adapter: ModelAdapter, rng: np.random.Generator, *, zero_std: float = ZERO_STD,
+                               scale_spread: float = SCALE_SPREAD) -> dict[str, np.ndarray]:
+    """Give initializer-pattern weights seeded random values; returns the originals so the caller can restore them.
+
+    Initializer patterns are all-constant weights (zero biases, BN moving means, unit scales and variances) and weights
+    of only zeros and ones (Keras' LSTM bias with unit_forget_bias is [0, 1, 0, 0] blocks): converters drop or fold
+    them, and tf2onnx merges equal ones into one tensor, so two layers would share a bias in the converted model.
+    Zeros get N(0, zero_std); other values are scaled elementwise by U(1 - scale_spread, 1 + scale_spread), which
+    keeps their sign, so variances stay positive. A single-element weight counts only when it is exactly 0 or 1: any
+    other scalar was probably set on purpose.
+
+    A weight that holds exactly the values of another (keras-hub's Gemma starts its key and value kernels equal) is
+    moved the same way, all but the first of each group: tf2onnx merges equal tensors into one, and neither weight
+    could then be followed.
+    """
+    originals: dict[str, np.ndarray] = {}
+    replacements: dict[str, np.ndarray] = {}
+    seen: dict[tuple[str, tuple[int, ...], bytes], str] = {}
+    for name, value in adapter.weights().items():
+        if value.size == 0:
+            continue
+        if not initializer_pattern(value):
+            key = (str(value.dtype), value.shape, hashlib.sha256(np.ascontiguousarray(value).tobytes()).digest())
+            if key not in seen:
+                seen[key] = name
+                continue
+        fresh = np.where(value == 0, rng.normal(0.0, zero_std, value.shape),
+                         value * rng.uniform(1.0 - scale_spread, 1.0 + scale_spread, value.shape))
+        originals[name] = value
+        replacements[name] = fresh.astype(value.dtype)
+    if replacements:
+        adapter.assign_weights(replacements)
+    return originals
+
+
+def initializer_pattern(value: np.ndarray) -> bool:
+    first = value.reshape(-1)[0]
+    if np.all(value == first):
+        return value.size > 1 or first in (0, 1)
+    return bool(np.all((value == 0) | (value == 1)))
+
+
+def source_run_failure(source: ModelAdapter, inputs: ModelInputs, error: BaseException) -> ParityUsageError:
+    """The source failing on the user's inputs is a usage error: say what was given and what the model expects."""
+    expected = source.expected_inputs()
+    hint = f" The model expects {expected}." if expected else ""
+    return ParityUsageError(
+        f"Running the source model ({source.description}) on the given inputs ({inputs.describe()}) failed with "
+        f"{error_summary(error)}\n"
+        f"Check the inputs' number, rank, shape and dtype against the model.{hint}"
+    )
+
+
+def run_source(source: ModelAdapter, inputs: ModelInputs, device: str,
+                cotangents: Callable[[list[np.ndarray]], list[np.ndarray | None]] | None) -> Any:
+    try:
+        return source.run(inputs, device, cotangents)
+    except Exception as error:
+        raise source_run_failure(source, inputs, error) from None
+
+
+def make_cotangent_source(seed_key: str, seed: int) -> tuple[list[np.ndarray | None],
+                                                             Callable[[list[np.ndarray]], list[np.ndarray | None]]]:
+    """A list that fills with one seeded cotangent per output leaf when the source's outputs are first seen."""
+    rng = seeded_generator(seed_key, seed, "cotangents")
+    cotangents: list[np.ndarray | None] = []
+
+    def make(leaves: list[np.ndarray]) -> list[np.ndarray | None]:
+        # A seeded random cotangent, not sum(): the gradient of sum(softmax(x)) is zero and would hide any error.
+        cotangents.extend(rng.standard_normal(leaf.shape).astype(leaf.dtype)
+                          if np.issubdtype(leaf.dtype, np.floating) else None for leaf in leaves)
+        return cotangents
+
+    return cotangents, make
+
+
+def measure_speed_if_asked(settings: ParitySettings, gated: bool, device: str, source: ModelAdapter,
+                           source_inputs: ModelInputs, target: ModelAdapter,
+                           target_inputs: ModelInputs) -> SpeedResult | None:
+    if settings.speed is None:
+        return None
+    # CUDA events time the device's work, but only PyTorch has them: a ratio needs the same clock on both sides.
+    event_timer = None
+    if device == "cuda" and source.framework == target.framework == "torch":
+        event_timer = source.cuda_event_timer()  # type: ignore[attr-defined]
+    return timing.measure_speed(source.speed_call(source_inputs, device, settings.timed),
+                                target.speed_call(target_inputs, device, settings.timed), settings.speed,
+                                timed=settings.timed, gated=gated, inconclusive=settings.speed_inconclusive,
+                                clocks=timing.clocks_for(device, event_timer))
+
+
+def refuse_non_finite(tree: Any, what: str, description: str) -> None:
+    for path, leaf in trees.flatten_tree(tree, what):
+        leaf = np.asarray(leaf)
+        if np.issubdtype(leaf.dtype, np.inexact):
+            bad = ~np.isfinite(leaf)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ParityUsageError(
+                    f"The source model ({description}) returns NaN or Inf in {path} at {int(bad.sum())} of "
+                    f"{leaf.size} elements (first at index {first}) for these inputs, so there is nothing to compare "
+                    f"against. Check the model for log/sqrt of negative values, division by zero or overflow, and the "
+                    f"inputs for NaN; parity needs a finite reference."
+                )
+
+
+def converted_run_failure(route: str, description: str, inputs: ModelInputs, error: Exception) -> ConversionError:
+    """The source ran and the conversion succeeded, yet the converted model fails on the same inputs: a converter gap
+    (an op imported with the wrong semantics, a graph input the export should not have had), not the user's model."""
+    return ConversionError(
+        f"The converted model ({description}, route {route}) failed to run on the inputs the source model ran on "
+        f"({inputs.describe()}): {error_summary(error)}\nThis is a gap in the conversion, not in your model. What you "
+        f"can do: check the model in port mode against a hand-written twin, and report it with the model's "
+        f"definition.", step=f"running the converted model ({route})")
