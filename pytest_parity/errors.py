@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -67,9 +68,13 @@ class WeightTransferError(ParityUsageError):
     """Port mode: the source's weights cannot be carried into the target, because the two structures differ."""
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def error_summary(error: BaseException) -> str:
     """A framework's error in one line for a usage message: its type and the first lines of its text, bounded."""
-    text = " ".join(str(error).strip().splitlines()[:3])[:600]
+    # Keras colours its error texts; quoted in a message (or a JUnit file) the escape codes are noise.
+    text = " ".join(ANSI_ESCAPE.sub("", str(error)).strip().splitlines()[:3])[:600]
     return f"{type(error).__name__}: {text}"
 
 

@@ -80,10 +80,12 @@ class ParityFixture:
         seed_frameworks(int(seeded_generator(self._seed_key, self.settings.seed, "frameworks").integers(2**31)))
 
     def randn(self, *shape: Any) -> np.ndarray:
+        __tracebackhide__ = True
         sizes: tuple[Any, ...] = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        if not all(isinstance(size, (int, np.integer)) and size >= 0 for size in sizes):
-            raise ParityUsageError(f"parity.randn{sizes!r}: the shape must be non-negative integers, "
-                                   f"for example parity.randn(8, 32, 32, 3)")
+        if not all(isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size >= 0 for size in sizes):
+            # Raised (not pytest.fail) so a test can expect it; __tracebackhide__ keeps this frame out of the report.
+            raise ParityUsageError(f"parity.randn{sizes!r}: the shape must be non-negative integers, for example "
+                                   f"parity.randn(8, 32, 32, 3)")
         return self._input_generator.standard_normal(tuple(int(size) for size in sizes)).astype(np.float32)
 
     def check(self, source: Any, target: Any = None, *, inputs: Any, **overrides: Any) -> ParityResult:

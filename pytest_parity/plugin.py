@@ -184,6 +184,12 @@ def _configure_baseline(config: pytest.Config, session: ParitySession) -> None:
     if config.getoption("parity_baseline_update"):
         if not path:
             raise pytest.UsageError("--parity-baseline-update needs --parity-baseline=PATH: the file to write")
+        from pytest_parity.reports import baseline
+
+        try:
+            baseline.refuse_to_overwrite_unreadable(path)
+        except baseline.BaselineError as error:
+            raise pytest.UsageError(str(error)) from None
         session.baseline_update = path
         return
     if not path:
@@ -305,7 +311,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         try:
             baseline.update(parity_session.baseline_update, parity_session.records)
-        except OSError as error:
+        except (OSError, baseline.BaselineError) as error:
             _report_write_failure(session, exitstatus, f"cannot write the parity baseline to "
                                                        f"{parity_session.baseline_update}: {error}")
     if parity_session.report_path or parity_session.html_path:
@@ -333,5 +339,6 @@ def _report_write_failure(session: pytest.Session, exitstatus: int, what: str) -
     """A file that cannot be written must not turn a green session into a crash; say why and where."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
+        reporter.ensure_newline()  # not at the end of a progress line
         reporter.write_line(f"pytest-parity: {what}", red=True)
     session.exitstatus = pytest.ExitCode.USAGE_ERROR if exitstatus == 0 else exitstatus

@@ -8,6 +8,7 @@ argument, what was given and what is allowed.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -61,7 +62,7 @@ NOT_OVERRIDABLE = ("devices",)
 
 
 def _check_tolerance(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise ParityUsageError(f"parity argument {name}={value!r} must be a number >= 0 (for example {name}=1e-5)")
     if value < 0 or math.isinf(value):
         raise ParityUsageError(f"parity argument {name}={value!r} must be a finite number >= 0; tolerances are "
@@ -92,13 +93,13 @@ def _check_value(name: str, value: Any) -> Any:
             raise ParityUsageError(f"parity argument {name}={value!r} must be True or False")
         return value
     if name == "seed":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise ParityUsageError(f"parity argument seed={value!r} must be an integer >= 0")
-        return value
+        return int(value)
     if name == "speed":
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise ParityUsageError(f"parity argument speed={value!r} must be None (not measured) or a number > 0: "
                                    f"the largest allowed ratio target time / source time, for example speed=1.5")
         return float(value)

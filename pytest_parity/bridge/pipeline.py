@@ -27,7 +27,7 @@ from pytest_parity.bridge import cache as conversion_cache
 from pytest_parity.bridge import onnx_rewrites
 from pytest_parity.bridge.cache import ConversionCache
 from pytest_parity.bridge.torch_export import EXPORTER_CHOICE
-from pytest_parity.errors import ConversionError, FrameworkNotInstalled, ParityUsageError
+from pytest_parity.errors import ANSI_ESCAPE, ConversionError, FrameworkNotInstalled, ParityUsageError
 from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices
 
 OPSET = 17
@@ -181,7 +181,6 @@ def export_torch(source: Any, inputs: ModelInputs) -> Any:
 _ATEN_OP = re.compile(r"OpOverload\(op='(?P<op>[^']+)'")
 _USER_LINE = re.compile(r'The following call raised this error:\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in '
                         r'[^\n]*\n\s*(?P<code>[^\n]+)')
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs) -> tuple[str, str, str | None]:
@@ -190,7 +189,7 @@ def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs) -> 
     while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
     root = chain[-1]
-    texts = [_ANSI_ESCAPE.sub("", str(e)) for e in chain]
+    texts = [ANSI_ESCAPE.sub("", str(e)) for e in chain]
     cause = f"{type(root).__name__}: {_first_line(root)}"
     if type(error).__name__ == "OpsetConversionError":
         return (_first_line(error),

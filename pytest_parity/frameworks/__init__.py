@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pytest_parity.errors import ParityUsageError
+from pytest_parity.trees import flatten_tree
 
 FRAMEWORK_LABELS = {"tensorflow": "TensorFlow/Keras", "torch": "PyTorch"}
 
@@ -44,8 +45,16 @@ class ModelInputs:
     names: tuple[str, ...]
     arrays: tuple[np.ndarray, ...]
 
+    # Names of the inputs the user gave as float64 and the check cast to float32 (see for_model_precision).
+    cast_from_float64: tuple[str, ...] = ()
+
     def describe(self) -> str:
-        return ", ".join(f"{name}: {a.dtype}{list(a.shape)}" for name, a in zip(self.names, self.arrays))
+        return ", ".join(f"{name}: {a.dtype}{list(a.shape)}"
+                         + (" (given as float64, cast to float32)" if name in self.cast_from_float64 else "")
+                         for name, a in zip(self.names, self.arrays))
+
+    def with_arrays(self, arrays: tuple[np.ndarray, ...]) -> ModelInputs:
+        return ModelInputs(self.kind, self.names, arrays, self.cast_from_float64)
 
 
 class ModelAdapter(Protocol):
@@ -56,6 +65,12 @@ class ModelAdapter(Protocol):
 
     def weights(self) -> dict[str, np.ndarray]:
         """Every floating-point weight (trainable or not), by name, as numpy."""
+
+    def build(self, inputs: ModelInputs, device: str) -> None:
+        """Run a model whose weights exist only after its first call (unbuilt Keras, lazy torch modules) once."""
+
+    def remember_placement(self) -> Callable[[], None]:
+        """A function that puts the model back on its device and in its train/eval mode after a check."""
 
     def trainable_names(self) -> list[str]:
         """Names (keys of ``weights()``) that gradients are taken for."""
@@ -90,6 +105,19 @@ def split_gradients(is_float: list[bool], weight_names: list[str], gradients: li
             dict(zip(weight_names, gradients[float_count:])))
 
 
+def refuse_non_tensor_outputs(tree: Any, is_tensor: Callable[[Any], bool], description: str) -> None:
+    """Parity compares tensors: a model returning a Python number, a string, None or an object (a cache) gets a usage
+    error naming the output and its type, not an error from deep inside the gradient code."""
+    for path, leaf in flatten_tree(tree, "output"):
+        if not is_tensor(leaf):
+            kind = "None" if leaf is None else f"a {type(leaf).__module__}.{type(leaf).__qualname__}"
+            raise ParityUsageError(
+                f"The model ({description}) returns {kind} at {path}, not a tensor; parity compares tensor outputs "
+                f"(a tensor, or tuples, lists and dicts of tensors). What you can do: return tensors only, e.g. wrap "
+                f"the model in a module whose forward/call returns the tensors to compare (for a Hugging Face model: "
+                f"use_cache=False, or return outputs.last_hidden_state).")
+
+
 def onnx_input_name(name: str, index: int) -> str:
     """An input's name as an ONNX graph input: identifier characters only ("input[0]" -> "input_0")."""
     cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")
@@ -121,9 +149,23 @@ def _as_array(name: str, value: Any) -> np.ndarray:
             f"{name} is a {type(value).__module__}.{type(value).__qualname__}; parity inputs must be numpy arrays "
             f"(numpy is the exchange format between frameworks): use parity.randn(...) or np.asarray(...)"
         )
-    if array.dtype == np.float64:
-        # Both frameworks default to float32 models; a float64 input would silently change one side's precision.
-        array = array.astype(np.float32)
     if array.dtype == object:
         raise ParityUsageError(f"{name} has dtype object; pass a numeric numpy array")
-    return array
+    if array.size == 0:
+        raise ParityUsageError(f"{name} has shape {array.shape} with no elements: a check on it would compare nothing "
+                               f"and pass. Give at least one example, e.g. parity.randn(4, ...)")
+    # A private, writable, C-contiguous copy: the check never writes into the user's array, and a read-only one (a
+    # memory-mapped file) would make torch.from_numpy warn, which fails suites that turn warnings into errors.
+    return np.array(array, order="C", copy=True)
+
+
+def for_model_precision(inputs: ModelInputs, weights: dict[str, np.ndarray]) -> ModelInputs:
+    """float64 inputs stay float64 for a model whose floating weights are all float64; for any other model they are
+    cast to float32 (both frameworks' default), and the result's describe() says so, so no message calls the user's
+    float64 input float32."""
+    wide = [name for name, a in zip(inputs.names, inputs.arrays) if a.dtype == np.float64]
+    floats = [w.dtype for w in weights.values() if np.issubdtype(w.dtype, np.floating)]
+    if not wide or (floats and all(dtype == np.float64 for dtype in floats)):
+        return inputs
+    arrays = tuple(a.astype(np.float32) if a.dtype == np.float64 else a for a in inputs.arrays)
+    return ModelInputs(inputs.kind, inputs.names, arrays, tuple(wide))

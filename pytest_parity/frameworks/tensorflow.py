@@ -13,7 +13,7 @@ import numpy as np
 
 from pytest_parity import import_guard
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs, devices, onnx_input_name, split_gradients
+from pytest_parity.frameworks import ModelInputs, devices, onnx_input_name, refuse_non_tensor_outputs, split_gradients
 from pytest_parity.trees import flatten_tree, rebuild_sequence, unflatten_like
 
 
@@ -75,6 +75,21 @@ class TensorFlowModel:
             named[unique] = variable
         return named
 
+    def build(self, inputs: ModelInputs, device: str) -> None:
+        """A model that has not run yet (a subclassed Keras model, a tf.Module creating variables on first call) has
+        no variables to compare, randomize or key the conversion cache on: run it once on the inputs, then read them."""
+        if self._variables:
+            return  # built (a model without any weight runs once here, which costs one forward pass)
+        tf = self.tf
+        with tf.device(tf_device_name(device)):
+            self._call(inputs, [tf.constant(a) for a in inputs.arrays])
+        self._variables = self._named_variables()
+
+    def remember_placement(self) -> Callable[[], None]:
+        """Nothing to put back: variables stay where they were created (ops are placed with tf.device), and Keras
+        models are called with training=False without changing any state."""
+        return lambda: None
+
     def weights(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(v.numpy()) for name, v in self._variables.items()}
 
@@ -126,6 +141,7 @@ class TensorFlowModel:
             tensors = [tf.constant(a) for a in inputs.arrays]
             if cotangents is None:
                 tree = self._sorted_tree(self._call(inputs, tensors))
+                refuse_non_tensor_outputs(tree, tf.is_tensor, self.description)
                 return _to_numpy(tree), None, None
             names = self.trainable_names() if grad_weights is None else grad_weights
             variables = [self._variables[name] for name in names]
@@ -133,6 +149,7 @@ class TensorFlowModel:
             with tf.GradientTape() as tape:
                 tape.watch(float_inputs)
                 tree = self._sorted_tree(self._call(inputs, tensors))
+                refuse_non_tensor_outputs(tree, tf.is_tensor, self.description)
                 leaves = [leaf for _, leaf in flatten_tree(tree, "output")]
                 leaves_np = [np.asarray(leaf.numpy()) for leaf in leaves]
                 cots = cotangents(leaves_np) if callable(cotangents) else cotangents

@@ -6,6 +6,8 @@ Everything torch is imported inside functions, so importing this module is cheap
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +16,7 @@ import numpy as np
 
 from pytest_parity import import_guard
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs, onnx_input_name, split_gradients
+from pytest_parity.frameworks import ModelInputs, onnx_input_name, refuse_non_tensor_outputs, split_gradients
 from pytest_parity.trees import flatten_tree, rebuild_sequence, unflatten_like
 
 
@@ -24,7 +26,23 @@ def import_torch() -> Any:
         import torch
     except ImportError as error:
         raise FrameworkNotInstalled("torch", "torch", error) from error
+    _quiet_structured_trace()
     return torch
+
+
+class _OnlyWhenTracing(logging.Filter):
+    """torch.export logs every step to the "torch.__trace" logger at DEBUG, with empty messages, for TORCH_TRACE's
+    structured trace files; the records also reach the root logger, so pytest's log capture showed hundreds of empty
+    "DEBUG torch.__trace" lines in every failing parity test. They are kept when the user asked for a trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return bool(os.environ.get("TORCH_TRACE"))
+
+
+def _quiet_structured_trace() -> None:
+    trace_logger = logging.getLogger("torch.__trace")
+    if not any(isinstance(f, _OnlyWhenTracing) for f in trace_logger.filters):
+        trace_logger.addFilter(_OnlyWhenTracing())
 
 
 class TorchModel:
@@ -46,6 +64,35 @@ class TorchModel:
 
     def weights(self) -> dict[str, np.ndarray]:
         return {name: t.detach().cpu().numpy().copy() for name, t in self._named_tensors().items()}
+
+    def build(self, inputs: ModelInputs, device: str) -> None:
+        """Lazy modules (nn.LazyLinear, ...) have no weights until their first call: run once so they exist."""
+        uninitialized = self.torch.nn.parameter.UninitializedParameter
+        if not any(isinstance(p, uninitialized) for p in self.module.parameters()):
+            return
+        self.module.to(device)
+        tensors = [self.torch.from_numpy(a).to(device) for a in inputs.arrays]
+        args, kwargs = self._arguments(inputs, tensors)
+        with self.torch.no_grad():
+            self.module(*args, **kwargs)
+
+    def remember_placement(self) -> Callable[[], None]:
+        """What puts the module back as it was given: a check moves it to each device it runs on and switches every
+        submodule to eval mode; the user's model must come back on its device and in its train/eval mode."""
+        module = self.module
+        tensor = next(module.parameters(), None)
+        if tensor is None:
+            tensor = next(module.buffers(), None)
+        device = None if tensor is None else tensor.device
+        training = [(submodule, submodule.training) for submodule in module.modules()]
+
+        def restore() -> None:
+            if device is not None:
+                module.to(device)
+            for submodule, mode in training:
+                submodule.training = mode
+
+        return restore
 
     def trainable_names(self) -> list[str]:
         return [name for name, p in self.module.named_parameters() if p.requires_grad]
@@ -77,6 +124,7 @@ class TorchModel:
         if cotangents is None:
             with torch.no_grad():
                 tree = self.module(*args, **kwargs)
+            refuse_non_tensor_outputs(tree, torch.is_tensor, self.description)
             return _to_numpy(tree), None, None
 
         names = self.trainable_names() if grad_weights is None else grad_weights
@@ -92,6 +140,7 @@ class TorchModel:
             # backward pass; it says nothing about the model and would fail suites that turn warnings into errors.
             warnings.filterwarnings("ignore", message="CUDA initialization", category=UserWarning)
             tree = self.module(*args, **kwargs)
+            refuse_non_tensor_outputs(tree, torch.is_tensor, self.description)
             leaves = [leaf for _, leaf in flatten_tree(tree, "output")]
             leaves_np = [leaf.detach().cpu().numpy() for leaf in leaves]
             cots = cotangents(leaves_np) if callable(cotangents) else cotangents

@@ -21,9 +21,12 @@ from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.modes.steps import (
     converted_run_failure,
     initializer_pattern,
+    input_notes,
     make_cotangent_source,
     measure_speed_if_asked,
+    prepare_source,
     randomize_constant_weights,
+    refuse_if_not_a_function_of_its_inputs,
     refuse_non_finite,
     run_source,
 )
@@ -49,15 +52,17 @@ def run_convert(source_model: Any, source_framework: str, inputs: ModelInputs, s
                                "the converted model takes the source's inputs as they are")
     target_framework = settings.target or DEFAULT_TARGET[source_framework]
     source = load_adapter(source_framework, source_model)
-
+    restore_placement = source.remember_placement()
     originals: dict[str, np.ndarray] = {}
-    if settings.randomize_constant_weights:
-        originals = randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
     try:
+        inputs = prepare_source(source, inputs, device)
+        if settings.randomize_constant_weights:
+            originals = randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
         return compare_models(source, inputs, target_framework, settings, device, seed_key, speed_gate, cache)
     finally:
         if originals:
             source.assign_weights(originals)
+        restore_placement()
 
 
 def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: str, settings: ParitySettings,
@@ -122,8 +127,9 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
         weight_names={m.source_name: m.target_name for m in matching.matches},
         unmatched_weights=dict(matching.unmatched), weight_account=account, speed=speed, conversion_s=conversion_s,
-        run_s=run_s, conversion_cache=conversion.cache_outcome, import_s=import_s)
+        run_s=run_s, conversion_cache=conversion.cache_outcome, import_s=import_s, notes=input_notes(inputs))
     if not result.passed:
+        refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs, settings.atol, settings.rtol)
         # The referee runs the forward graph only: with the outputs agreeing it would call every step faithful and
         # point away from the gradients or weights that differ (named in the message).
         result.diagnosis = (_diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)

@@ -11,7 +11,6 @@ respect to every input and trainable weight) are compared, with the CPU run as t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,13 @@ import numpy as np
 from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, devices, flatten_inputs
 from pytest_parity.frameworks.adapters import load_adapter
-from pytest_parity.modes.steps import make_cotangent_source, randomize_constant_weights, refuse_non_finite, run_source
+from pytest_parity.modes.steps import (
+    make_cotangent_source,
+    prepare_source,
+    randomize_constant_weights,
+    refuse_non_finite,
+    run_source,
+)
 from pytest_parity.result import ParityResult
 from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings, with_overrides
@@ -66,9 +71,10 @@ def check_across_devices(model: Any, inputs: Any, settings: ParitySettings, seed
     if target_device == "cuda":
         require_cuda(framework)
     adapter = load_adapter(framework, model)
-    restore_placement = _remember_placement(adapter)
+    restore_placement = adapter.remember_placement()
     originals: dict[str, np.ndarray] = {}
     try:
+        model_inputs = prepare_source(adapter, model_inputs, REFERENCE_DEVICE)
         if settings.randomize_constant_weights:
             originals = randomize_constant_weights(adapter, seeded_generator(seed_key, settings.seed, "weights"))
         return _compare_runs(adapter, model_inputs, settings, seed_key, target_device)
@@ -76,30 +82,6 @@ def check_across_devices(model: Any, inputs: Any, settings: ParitySettings, seed
         if originals:
             adapter.assign_weights(originals)
         restore_placement()
-
-
-def _remember_placement(adapter: ModelAdapter) -> Callable[[], None]:
-    """What puts a PyTorch module back where it was: the adapter moves it to each device it runs on, and switches
-    it (every submodule) to eval mode. TensorFlow variables stay where they were created (ops are placed with
-    tf.device), so there is nothing to put back."""
-    from pytest_parity.frameworks.torch import TorchModel
-
-    if not isinstance(adapter, TorchModel):
-        return lambda: None
-    module = adapter.module
-    tensor = next(module.parameters(), None)
-    if tensor is None:
-        tensor = next(module.buffers(), None)
-    device = None if tensor is None else tensor.device
-    training = [(submodule, submodule.training) for submodule in module.modules()]
-
-    def restore() -> None:
-        if device is not None:
-            module.to(device)
-        for submodule, mode in training:
-            submodule.training = mode
-
-    return restore
 
 
 def _compare_runs(adapter: ModelAdapter, inputs: ModelInputs, settings: ParitySettings, seed_key: str,

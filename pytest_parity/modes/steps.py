@@ -11,11 +11,11 @@ import numpy as np
 
 from pytest_parity import trees
 from pytest_parity.errors import ConversionError, ParityUsageError, error_summary
-from pytest_parity.frameworks import ModelAdapter, ModelInputs
+from pytest_parity.frameworks import ModelAdapter, ModelInputs, for_model_precision
 from pytest_parity.result import SpeedResult
 from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings
-from pytest_parity.verdict import timing
+from pytest_parity.verdict import compare, timing
 
 # How far randomize_constant_weights moves initializer-pattern weights: zeros -> N(0, ZERO_STD), other values times
 # U(1 - SCALE_SPREAD, 1 + SCALE_SPREAD). Small on purpose: the values only need to be distinct and non-trivial (a
@@ -80,10 +80,53 @@ def source_run_failure(source: ModelAdapter, inputs: ModelInputs, error: BaseExc
     )
 
 
+def prepare_source(source: ModelAdapter, inputs: ModelInputs, device: str) -> ModelInputs:
+    """Before any weight is read: build a model whose weights exist only after a first call, then give it its
+    inputs at its own precision (frameworks.for_model_precision)."""
+    try:
+        source.build(for_model_precision(inputs, {}), device)
+    except ParityUsageError:
+        raise
+    except Exception as error:
+        raise source_run_failure(source, inputs, error) from None
+    return for_model_precision(inputs, source.weights())
+
+
+def input_notes(inputs: ModelInputs) -> list[str]:
+    """What the result must say about the inputs the check changed: float64 inputs run in float32."""
+    if not inputs.cast_from_float64:
+        return []
+    return [f"{', '.join(inputs.cast_from_float64)} given as float64 ran as float32, the model's precision (its "
+            f"weights are not all float64); give float32 inputs, or a float64 model, to make this explicit"]
+
+
+def refuse_if_not_a_function_of_its_inputs(source: ModelAdapter, inputs: ModelInputs, device: str, outputs: Any,
+                                           atol: float, rtol: float, role: str = "source") -> None:
+    """Before a failure blames a conversion or a port: run the source once more on the same inputs. Two runs that
+    differ mean the model is random at inference or keeps changing state, and no other model could match it."""
+    try:
+        again, _, _ = source.run(inputs, device, None)
+    except Exception:
+        return  # it ran a moment ago; whatever this is, the failure's own message stands
+    same = compare.compare_trees(again, outputs, atol=atol, rtol=rtol)
+    if same.passed:
+        return
+    worst = max(same.failures, key=lambda c: c.max_abs)
+    raise ParityUsageError(
+        f"The {role} model ({source.description}) is not a function of its inputs: run twice on the same inputs, its "
+        f"{worst.name} differs between the two runs by up to {worst.max_abs:.3g} (atol {atol:g}), so no converted or "
+        f"ported model could match it and the check cannot judge one. Typical causes: dropout or noise active at "
+        f"inference (a layer called with training=True, F.dropout(x, training=True)), random ops, or state the "
+        f"forward pass updates (a counter, running statistics). What you can do: check the model as it runs in "
+        f"inference, with the random op removed or switched off.")
+
+
 def run_source(source: ModelAdapter, inputs: ModelInputs, device: str,
                 cotangents: Callable[[list[np.ndarray]], list[np.ndarray | None]] | None) -> Any:
     try:
         return source.run(inputs, device, cotangents)
+    except ParityUsageError:
+        raise
     except Exception as error:
         raise source_run_failure(source, inputs, error) from None
 

@@ -51,9 +51,54 @@ def load(path: str) -> Baseline:
     entries = {}
     for entry in document["results"]:
         if not isinstance(entry, dict) or "nodeid" not in entry or "device" not in entry:
-            raise BaselineError(f"parity baseline {path} has a result without nodeid/device: {str(entry)[:200]}")
+            raise BaselineError(f"parity baseline {path} has a result without nodeid/device: {str(entry)[:200]}; "
+                                f"regenerate it with --parity-baseline-update")
+        problem = _entry_problem(entry)
+        if problem:
+            raise BaselineError(f"parity baseline {path}: the entry of {entry['nodeid']} [{entry['device']}] {problem}, "
+                                f"so drift cannot be measured against it. Regenerate the baseline with "
+                                f"--parity-baseline-update, or restore the file from version control")
         entries[(entry["nodeid"], entry["device"])] = entry
     return Baseline(path, entries, document.get("environment") or {})
+
+
+def _is_figure(value: Any) -> bool:
+    # Reports store non-finite figures as the strings "inf" and "nan".
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in ("inf", "nan", "-inf")
+
+
+def _entry_problem(entry: dict[str, Any]) -> str | None:
+    """What makes a baseline entry unusable for drift(), or None. Checked at load, so a bad file is one clear
+    session-level error instead of a failure inside some test."""
+    outputs = entry.get("outputs")
+    if not isinstance(outputs, dict):
+        return "has no 'outputs' figures"
+    if not _is_figure(outputs.get("max_abs")):
+        return f"has outputs.max_abs = {outputs.get('max_abs')!r}, not a number"
+    grads = entry.get("grads")
+    if grads is not None:
+        if not isinstance(grads, dict):
+            return f"has 'grads' = {str(grads)[:80]}, not a mapping of gradient figures"
+        for name, figures in grads.items():
+            if not isinstance(figures, dict) or not _is_figure(figures.get("max_abs")):
+                return f"has a gradient {name!r} without a numeric max_abs"
+    speed = entry.get("speed")
+    if speed is not None and (not isinstance(speed, dict) or not _is_figure(speed.get("ratio"))):
+        return "has a 'speed' entry without a numeric ratio"
+    return None
+
+
+def refuse_to_overwrite_unreadable(path: str) -> None:
+    """--parity-baseline-update keeps the entries of tests that do not run; over a file it cannot read it would lose
+    them all. Raises BaselineError when the file exists but is not a usable baseline."""
+    if not Path(path).exists():
+        return
+    try:
+        load(path)
+    except BaselineError as error:
+        raise BaselineError(f"{error}\n--parity-baseline-update refuses to replace it: the entries of tests that do not "
+                            f"run this time would be lost. The file is left as it is; fix it (resolve merge conflicts) "
+                            f"or move it away, then run again.") from None
 
 
 def _worst_grad(entry: dict[str, Any]) -> float | None:
@@ -88,9 +133,8 @@ def drift(new: dict[str, Any], old: dict[str, Any], factor: float = DEFAULT_FACT
 def update(path: str, records: list[dict[str, Any]]) -> None:
     """Write the session's records as the baseline, keeping entries of tests that did not run this time."""
     kept: list[dict[str, Any]] = []
-    try:
+    if Path(path).exists():
+        # An unreadable file raises: it was refused at session start, and must not be replaced by a partial one now.
         kept = [entry for key, entry in load(path).entries.items()
                 if key not in {(r["nodeid"], r["device"]) for r in records}]
-    except BaselineError:
-        pass  # no usable baseline yet: this creates it
     report.write_json(path, kept + list(records))

@@ -55,3 +55,40 @@ def test_update_keeps_entries_of_tests_that_did_not_run(tmp_path):
     assert loaded.entries[("b", "cpu")]["outputs"]["max_abs"] == 3e-7
     assert loaded.environment["devices"] == ["cpu"] and loaded.environment["python"]
     assert json.loads((tmp_path / "baseline.json").read_text())["version"] == report.REPORT_VERSION
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda e: e.pop("outputs"), "has no 'outputs' figures"),
+    (lambda e: e["outputs"].update(max_abs=None), "has outputs.max_abs = None, not a number"),
+    (lambda e: e["outputs"].update(max_abs="big"), "has outputs.max_abs = 'big', not a number"),
+    (lambda e: e["grads"]["w"].pop("max_abs"), "has a gradient 'w' without a numeric max_abs"),
+    (lambda e: e.update(grads=[1, 2]), "has 'grads' = [1, 2], not a mapping of gradient figures"),
+    (lambda e: e.update(speed={"ratio": None}), "has a 'speed' entry without a numeric ratio"),
+])
+def test_an_entry_drift_cannot_use_is_refused_at_load_naming_the_entry(tmp_path, damage, named):
+    entry = _entry("t.py::test_a[cpu]")
+    damage(entry)
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(report.document([entry])))
+    with pytest.raises(baseline.BaselineError) as refused:
+        baseline.load(str(path))
+    assert f"the entry of t.py::test_a[cpu] [cpu] {named}" in str(refused.value)
+    assert "Regenerate the baseline with --parity-baseline-update" in str(refused.value)
+
+
+def test_stored_non_finite_figures_are_usable():
+    entry = _entry(outputs="inf")
+    assert baseline._entry_problem(entry) is None
+
+
+def test_an_update_never_replaces_a_file_it_cannot_read(tmp_path):
+    path = tmp_path / "baseline.json"
+    conflicted = "<<<<<<< HEAD\n{\"version\": 1}\n=======\n{}\n>>>>>>> branch\n"
+    path.write_text(conflicted)
+    with pytest.raises(baseline.BaselineError) as refused:
+        baseline.refuse_to_overwrite_unreadable(str(path))
+    assert "refuses to replace it" in str(refused.value) and "left as it is" in str(refused.value)
+    with pytest.raises(baseline.BaselineError):
+        baseline.update(str(path), [_entry("a")])
+    assert path.read_text() == conflicted
+    baseline.refuse_to_overwrite_unreadable(str(tmp_path / "new.json"))  # a file that does not exist yet is created

@@ -9,6 +9,7 @@ trace in the user's models.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,12 @@ from pytest_parity.modes.port import divergence
 from pytest_parity.modes.port.ops import ModelStructure
 from pytest_parity.modes.port.transfer import TransferPlan, plan_transfer
 from pytest_parity.modes.steps import (
+    input_notes,
     make_cotangent_source,
     measure_speed_if_asked,
+    prepare_source,
     randomize_constant_weights,
+    refuse_if_not_a_function_of_its_inputs,
     refuse_non_finite,
     run_source,
     source_run_failure,
@@ -76,9 +80,12 @@ def run_port(source_model: Any, target_model: Any, source_framework: str, target
     if layouts is not None:
         check_inputs_fit(layouts, [(name, array.shape) for name, array in zip(inputs.names, inputs.arrays)])
     source, target = load_adapter(source_framework, source_model), load_adapter(target_framework, target_model)
-    source_originals = source.weights()
-    target_originals = target.weights()
+    restore_placements = [source.remember_placement(), target.remember_placement()]
+    originals: list[tuple[ModelAdapter, dict[str, np.ndarray]]] = []
     try:
+        inputs = prepare_source(source, inputs, device)
+        _build_target(target, _for_target(inputs, layouts), device)
+        originals = [(source, source.weights()), (target, target.weights())]
         if settings.randomize_constant_weights:
             randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
             # The target's own values are overwritten by the transfer; randomizing them first only keeps a graph
@@ -86,8 +93,10 @@ def run_port(source_model: Any, target_model: Any, source_framework: str, target
             randomize_constant_weights(target, seeded_generator(seed_key, settings.seed, "target weights"))
         return _check(source, target, inputs, layouts, settings, device, seed_key, speed_gate)
     finally:
-        source.assign_weights(source_originals)
-        target.assign_weights(target_originals)
+        for adapter, values in originals:
+            adapter.assign_weights(values)
+        for restore in restore_placements:
+            restore()
 
 
 def _other(framework: str) -> str:
@@ -118,7 +127,7 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                                  for c in cotangents]
         target_outputs, target_input_grads, target_weight_grads = _run_target(
             target, target_inputs, device, target_cotangents, plan)
-        target_outputs = _to_source_layout(target_outputs, layouts)
+        raw_target_outputs, target_outputs = target_outputs, _to_source_layout(target_outputs, layouts)
         outputs = compare.compare_trees(target_outputs, source_outputs, atol=settings.atol, rtol=settings.rtol)
 
         grads = None
@@ -140,8 +149,12 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             route=f"port: {source.framework} -> {target.framework}", device=device,
             outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused),
             weight_account=account, speed=speed,
-            conversion_s=conversion_s, run_s=run_s, notes=list(plan.notes))
+            conversion_s=conversion_s, run_s=run_s, notes=[*plan.notes, *input_notes(inputs)])
         if not result.passed:
+            refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs, settings.atol,
+                                                   settings.rtol)
+            refuse_if_not_a_function_of_its_inputs(target, target_inputs, device, raw_target_outputs, settings.atol,
+                                                   settings.rtol, role="target")
             # The per-layer comparison follows forward activations: with the outputs agreeing it can only report that
             # every layer agrees, which would point away from the gradients that differ (named in the message).
             if not outputs.passed:
@@ -160,9 +173,17 @@ def _record_source(source: ModelAdapter, inputs: ModelInputs, device: str) -> Mo
         raise source_run_failure(source, inputs, error) from None
 
 
+def _build_target(target: ModelAdapter, inputs: ModelInputs, device: str) -> None:
+    _explaining_target_failure(target, inputs, lambda: target.build(inputs, device))
+
+
 def _record_target(target: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
+    return _explaining_target_failure(target, inputs, lambda: _record(target, inputs, device))
+
+
+def _explaining_target_failure(target: ModelAdapter, inputs: ModelInputs, step: Callable[[], Any]) -> Any:
     try:
-        return _record(target, inputs, device)
+        return step()
     except ParityUsageError:
         raise
     except Exception as error:
