@@ -74,6 +74,7 @@ class ParityFixture:
         except ParityUsageError as error:
             invalid = str(error)
         if invalid is not None:
+            self._record_refused("-", invalid)  # every check of this test is refused: the marker is invalid
             pytest.fail(invalid, pytrace=False)
         self._seed_key: str = seed_key(request.node)
         self._input_generator: np.random.Generator = seeded_generator(self._seed_key, self.settings.seed, "inputs")
@@ -90,6 +91,11 @@ class ParityFixture:
 
     def check(self, source: Any, target: Any = None, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True
+        if isinstance(target, str):
+            # parity.check(model, "tensorflow", ...) or target="tensorflow": the override the README lists, not a
+            # second model; the marker's target= and this one are checked by the same code.
+            overrides = {**overrides, "target": target}
+            target = None
         from pytest_parity.check import run_check
         from pytest_parity.seeding import seeded_generator
         from pytest_parity.verdict.near_ties import check_confirming_near_ties
@@ -110,7 +116,7 @@ class ParityFixture:
             return check_confirming_near_ties(attempt, inputs, effective.near_tie_retry,
                                               seeded_generator(self._seed_key, effective.seed, "near-ties"))
 
-        result = self._against_baseline(self._run_and_record(run))
+        result = self._against_baseline(self._run_and_record(run, _intended_route(source, target, overrides)))
         return self._speed_inconclusive(result, in_force[-1].speed_inconclusive)
 
     def _speed_inconclusive(self, result: ParityResult, action: str) -> ParityResult:
@@ -140,10 +146,11 @@ class ParityFixture:
             effective = cross_device.settings_for(self.settings, overrides)
             return cross_device.check_across_devices(model, inputs, effective, self._seed_key)
 
-        return self._run_and_record(run)
+        return self._run_and_record(run, "cross-device")
 
-    def _run_and_record(self, run: Callable[[], ParityResult]) -> ParityResult:
-        """Usage errors -> failures with just their message, missing frameworks/devices -> skips, results recorded."""
+    def _run_and_record(self, run: Callable[[], ParityResult], route: str) -> ParityResult:
+        """Usage errors -> failures with just their message (recorded as refused checks under ``route``), missing
+        frameworks/devices -> skips, results recorded."""
         __tracebackhide__ = True
         # pytest.skip/fail are called outside the except blocks, so the report does not chain the internal exception.
         skip_reason = usage_error = None
@@ -161,9 +168,16 @@ class ParityFixture:
         if skip_reason is not None:
             pytest.skip(skip_reason)
         if usage_error is not None:
+            self._record_refused(route, usage_error)
             pytest.fail(usage_error, pytrace=False)
         self._record(result)
         return result
+
+    def _record_refused(self, route: str, reason: str) -> None:
+        entry = report.refused_record(self._request.node.nodeid, self.device, route, reason)
+        self._session.records.append(entry)
+        self._request.node.user_properties.extend(
+            ("parity_" + name, value) for name, value in report.key_figures(entry).items())
 
     def _against_baseline(self, result: ParityResult) -> ParityResult:
         """With --parity-baseline: a check that passed its tolerances but drifted from the baseline fails."""
@@ -193,6 +207,20 @@ class ParityFixture:
         prefix = "parity_" if checks_in_test == 0 else f"parity{checks_in_test + 1}_"
         self._request.node.user_properties.extend(
             (prefix + name, value) for name, value in report.key_figures(entry).items())
+
+
+def _intended_route(source: Any, target: Any, overrides: dict[str, Any]) -> str:
+    """The route a check was asked for, named before it runs (for a refused check's record); no framework import."""
+    from pytest_parity.frameworks import detect_framework
+
+    try:
+        source_framework = detect_framework(source)
+        if target is not None:
+            return f"port: {source_framework} -> {detect_framework(target)}"
+    except ParityUsageError:
+        return "-"
+    wanted = overrides.get("target")
+    return f"{source_framework} -> onnx -> {wanted if isinstance(wanted, str) else 'torch'}"
 
 
 def make_fixture(request: pytest.FixtureRequest, session: ParitySession) -> ParityFixture:

@@ -133,6 +133,8 @@ def drift(new: dict[str, Any], old: dict[str, Any], factor: float = DEFAULT_FACT
 def update(path: str, records: list[dict[str, Any]]) -> None:
     """Write the session's records as the baseline, keeping entries of tests that did not run this time."""
     kept: list[dict[str, Any]] = []
+    # A refused check has no figures to gate on: its old entry, if any, stays until the check runs again.
+    records = [entry for entry in records if not entry.get("refused")]
     if Path(path).exists():
         # An unreadable file raises: it was refused at session start, and must not be replaced by a partial one now.
         kept = [entry for key, entry in load(path).entries.items()

@@ -85,8 +85,8 @@ def _summary_table(results: list[dict[str, Any]]) -> str:
             f'<tr class="{"passed" if entry["passed"] else "failed"}">'
             f'<td><a href="#check-{index}">{escape(entry["nodeid"])}</a></td>'
             f"<td>{escape(entry['device'])}</td><td>{escape(entry['route'])}</td>"
-            f'<td class="figure">{figure_text(entry["outputs"]["max_abs"])}</td>'
-            f'<td class="figure">{figure_text(entry["outputs"]["max_rel"])}</td>'
+            f'<td class="figure">{figure_text((entry["outputs"] or {}).get("max_abs"))}</td>'
+            f'<td class="figure">{figure_text((entry["outputs"] or {}).get("max_rel"))}</td>'
             f'<td class="figure">{figure_text(worst)}{_small(worst_name)}</td>'
             f'<td class="figure">{escape(weights_cell(entry).removeprefix("weights "))}</td>'
             f'<td class="figure">{escape(speed_cell(entry["speed"]))}</td>'
@@ -104,6 +104,8 @@ def _environment_table(environment: dict[str, Any]) -> str:
 
 
 def _check_section(index: int, entry: dict[str, Any]) -> str:
+    if entry.get("refused"):
+        return _refused_section(index, entry)
     outputs = entry["outputs"]
     grads = entry["grads"] or {}
     state = "passed" if entry["passed"] else "failed"
@@ -151,6 +153,18 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
         parts.append(f"<p><b>Diagnosis</b></p><pre>{escape(entry['diagnosis'])}</pre>")
     parts.append("</article>")
     return "\n".join(parts)
+
+
+def _refused_section(index: int, entry: dict[str, Any]) -> str:
+    """A check refused before comparing anything: where, and the whole reason (it can hold a table of layers)."""
+    details = [("route", entry["route"]), ("device", entry["device"])]
+    return "\n".join([
+        f'<article id="check-{index}" class="failed">',
+        f'<h3><span class="{_result_class(entry)}">REFUSED</span> {escape(entry["nodeid"])}</h3>',
+        "<dl>" + "".join(f"<dt>{escape(name)}</dt><dd>{escape(text)}</dd>" for name, text in details) + "</dl>",
+        f"<p><b>Refused before comparing anything</b></p><pre>{escape(entry['refused'])}</pre>",
+        "</article>",
+    ])
 
 
 def _layer_table(layers: list[dict[str, Any]]) -> str:

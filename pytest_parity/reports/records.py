@@ -23,18 +23,35 @@ def record(nodeid: str, result: ParityResult) -> dict[str, Any]:
     return {"nodeid": nodeid, **result.to_dict()}
 
 
+def refused_record(nodeid: str, device: str, route: str, reason: str) -> dict[str, Any]:
+    """A check that was refused before it compared anything (a port the transfer cannot pair, inputs that do not fit,
+    a bad override): a failed record with no figures and the reason, so the summary and reports list every check."""
+    return {"nodeid": nodeid, "device": device, "route": route, "passed": False, "refused": reason,
+            "outputs": None, "grads": None, "weights": {}, "weight_names": {}, "unmatched_weights": {},
+            "weight_account": None, "speed": None, "conversion_s": None, "conversion_cache": None, "run_s": None,
+            "diagnosis": None, "layers": [], "notes": [], "drift": []}
+
+
+def reason_line(entry: dict[str, Any], width: int = 160) -> str:
+    """The first line of a refused check's reason, bounded for a table or a summary line."""
+    first = (entry.get("refused") or "").strip().splitlines()[0] if entry.get("refused") else ""
+    return first if len(first) <= width else first[:width - 3] + "..."
+
+
 def key_figures(entry: dict[str, Any]) -> dict[str, Any]:
     """The figures a CI system shows per test (JUnit XML properties): flat names, plain values."""
     grads = entry["grads"] or {}
     worst_grad = max((c["max_abs"] for c in grads.values()), key=_sortable, default=None)
     speed = entry["speed"]
+    outputs = entry["outputs"] or {}
     return {
         "route": entry["route"],
         "device": entry["device"],
         "passed": entry["passed"],
-        "outputs_max_abs": entry["outputs"]["max_abs"],
-        "outputs_max_rel": entry["outputs"]["max_rel"],
-        "outputs_mismatched": entry["outputs"]["mismatched"],
+        "outputs_max_abs": outputs.get("max_abs"),
+        "outputs_max_rel": outputs.get("max_rel"),
+        "outputs_mismatched": outputs.get("mismatched"),
+        **({"refused": reason_line(entry)} if entry.get("refused") else {}),
         "grads_max_abs": worst_grad,
         "grads_failed": sum(1 for c in grads.values() if not c["passed"]),
         "weights_compared": weights_cell(entry).removeprefix("weights "),
@@ -104,13 +121,17 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
         worst_grad = f"{figure_text(worst_figure)} ({worst_name})" if worst_name else None
         speed = entry["speed"]
         rows.append((
-            entry["nodeid"], entry["device"], entry["route"], figure_text(entry["outputs"]["max_abs"]),
+            entry["nodeid"], entry["device"], entry["route"], figure_text((entry["outputs"] or {}).get("max_abs")),
             worst_grad or "-", weights_cell(entry).removeprefix("weights "), speed_cell(speed), result_cell(entry),
         ))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     passed = sum(1 for entry in records if entry["passed"])
     lines.append(f"{passed} of {len(records)} parity check(s) passed")
+    refused = [entry for entry in records if entry.get("refused")]
+    if refused:
+        lines.append(f"{len(refused)} of them refused before comparing anything (the test's failure says why):")
+        lines.extend(f"  {entry['nodeid']}: {reason_line(entry)}" for entry in refused)
     partial = sum(1 for entry in records if entry["passed"] and (entry.get("weight_account") or {}).get("partial"))
     if partial:
         lines.append(f"{partial} of them partial: some trainable weights' gradients were not compared, as allowed "
@@ -176,6 +197,8 @@ CLOCK_ABBREVIATIONS = {"process CPU time": "cpu-time", "wall": "wall", "synchron
 
 def result_cell(entry: dict[str, Any]) -> str:
     """PASS, FAIL, or a pass that claims less: 'PASS (partial: weights 5 of 7; speed inconclusive)'."""
+    if entry.get("refused"):
+        return "REFUSED"
     if not entry["passed"]:
         return "FAIL"
     caveats = []

@@ -20,7 +20,7 @@ from pytest_parity.modes.port.ops import (
     same_padding,
     stacked,
 )
-from pytest_parity.modes.port.transfer import FlattenPermutation, plan_transfer
+from pytest_parity.modes.port.transfer import FlattenPermutation, plan_transfer, settle_flatten_orders
 
 rng = np.random.default_rng(0)
 
@@ -148,7 +148,7 @@ def test_pairing_carries_values_and_gradients_by_order():
                      "d2/W": rng.standard_normal((2, 3))}
     target_values = {name: np.zeros_like(source_values[s]) for name, s in
                      [("fc1.w", "d1/W"), ("fc1.b", "d1/b"), ("fc2.w", "d2/W")]}
-    plan = plan_transfer(source, target, source_values, target_values, None, "src", "tgt")
+    plan = plan_transfer(source, target, source_values, target_values, "src", "tgt")
     carried = plan.transfer(source_values)
     assert np.array_equal(carried["fc2.w"], source_values["d2/W"])
     assert plan.target_names() == {"d1/W": "fc1.w", "d1/b": "fc1.b", "d2/W": "fc2.w"}
@@ -162,7 +162,7 @@ def test_pairing_failure_shows_both_sides_and_marks_the_row():
     values = {"d1/W": np.ones((3, 4)), "d1/b": np.ones(3), "d2/W": np.ones((2, 3)), "d2/b": np.ones(2),
               "fc1.w": np.ones((3, 4)), "fc1.b": np.ones(3), "fc2.w": np.ones((2, 3))}
     with pytest.raises(WeightTransferError) as failure:
-        plan_transfer(source, target, values, values, None, "Keras 'm'", "PyTorch M")
+        plan_transfer(source, target, values, values, "Keras 'm'", "PyTorch M")
     lines = str(failure.value).splitlines()
     assert "do not correspond at row 2" in lines[0]
     assert "'d2' has a bias B[2] (d2/b) but 'fc2' has none" in lines[1]
@@ -177,18 +177,60 @@ def test_structural_attribute_mismatch_is_refused_with_its_hint():
 
     values = {"gW": np.ones((1, 6, 2)), "rW": np.ones((1, 6, 2))}
     with pytest.raises(WeightTransferError, match="reset_after=False"):
-        plan_transfer(ModelStructure([gru("g", 0)], []), ModelStructure([gru("r", 1)], []), values, values, None,
-                      "a", "b")
+        plan_transfer(ModelStructure([gru("g", 0)], []), ModelStructure([gru("r", 1)], []), values, values, "a", "b")
 
 
-def test_flatten_permutation_is_found_from_recorded_calls():
-    def structure(layer, pre_flatten):
-        calls = [LayerCall("pool", "MaxPooling2D", None, np.zeros((1, *pre_flatten))),
-                 LayerCall(layer, "Dense", np.zeros((1, 12)), np.zeros((1, 5)))]
+def _flatten_case(target_features_from):
+    """A Dense after a (2, 2, 3) feature map in the source; the target's Linear sees the same map flattened as
+    ``target_features_from(map)`` says. Returns the plan after settling flatten orders."""
+    feature_map = rng.standard_normal((4, 2, 2, 3))
+
+    def structure(layer, features, pre_flatten):
+        calls = [LayerCall("pool", "MaxPooling2D", None, pre_flatten),
+                 LayerCall(layer, "Dense", features, np.zeros((4, 5)))]
         return ModelStructure([_gemm(layer, layer + "/W")], calls)
 
+    source = structure("d", feature_map.reshape(4, -1), feature_map)
+    target = structure("fc", target_features_from(feature_map), feature_map.transpose(0, 3, 1, 2))
     values = {"d/W": rng.standard_normal((5, 12)), "fc/W": np.zeros((5, 12))}
-    plan = plan_transfer(structure("d", (2, 2, 3)), structure("fc", (3, 2, 2)), values, values,
-                         parse_layouts(("NHWC", "NCHW")), "a", "b")
+    plan = plan_transfer(source, target, values, values, "a", "b")
+    assigned = []
+    settle_flatten_orders(plan, source, values, lambda: target, assigned.append)
+    return plan, assigned
+
+
+def test_the_flatten_order_is_read_from_the_activations():
+    plan, assigned = _flatten_case(lambda m: m.transpose(0, 3, 1, 2).reshape(4, -1))  # PyTorch's (C, H, W)
     assert plan.pairs[0].flatten == FlattenPermutation((2, 2, 3), (2, 0, 1))
-    assert "flattened feature map" in plan.notes[0]
+    assert "flattened feature map" in plan.notes[0] and len(assigned) == 1
+
+
+def test_a_port_that_flattens_in_the_source_order_on_purpose_gets_no_permutation():
+    # x.permute(0, 2, 3, 1).flatten(1): a channels-first map flattened in Keras order, shapes say otherwise.
+    plan, assigned = _flatten_case(lambda m: m.reshape(4, -1))
+    assert plan.pairs[0].flatten is None and plan.notes == [] and assigned == []
+
+
+def test_a_flatten_in_no_axis_order_is_named_not_guessed():
+    shuffle = rng.permutation(12)
+    plan, assigned = _flatten_case(lambda m: m.reshape(4, -1)[:, shuffle])
+    assert plan.pairs[0].flatten is None and assigned == []
+    assert "no reordering of the feature map ([2,2,3] or [3,2,2]" in plan.notes[0]
+    assert "check the flatten" in plan.notes[0]
+
+
+def test_the_order_is_found_from_the_target_side_when_the_source_recorded_no_feature_map():
+    # A PyTorch source pooling with F.max_pool2d records no pooled map; the Keras target's MaxPooling2D does.
+    feature_map = rng.standard_normal((4, 3, 2, 2))  # NCHW, flattened (C, H, W) by the source
+    source = ModelStructure([_gemm("fc", "fc/W")], [LayerCall("fc", "Linear", feature_map.reshape(4, -1), None)])
+    target = ModelStructure([_gemm("d", "d/W")], [
+        LayerCall("pool", "MaxPooling2D", None, feature_map.transpose(0, 2, 3, 1)),
+        LayerCall("d", "Dense", feature_map.transpose(0, 2, 3, 1).reshape(4, -1), None)])
+    values = {"fc/W": rng.standard_normal((5, 12)), "d/W": np.zeros((5, 12))}
+    plan = plan_transfer(source, target, values, values, "a", "b")
+    settle_flatten_orders(plan, source, values, lambda: target, lambda _: None)
+    flatten = plan.pairs[0].flatten
+    assert flatten is not None and flatten.source_shape == (3, 2, 2) and flatten.target_shape == (2, 2, 3)
+    weight = values["fc/W"]
+    assert np.allclose(feature_map.transpose(0, 2, 3, 1).reshape(4, -1) @ flatten.to_target(weight).T,
+                       feature_map.reshape(4, -1) @ weight.T)

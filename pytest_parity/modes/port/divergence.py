@@ -183,6 +183,11 @@ def _plain(figure: float) -> float | str:
     return figure if math.isfinite(figure) else str(figure)
 
 
+def _between_text(calls: list[str]) -> str:
+    # Functions (F.max_pool2d, view, reshape, permute, flatten, tf ops) are not layers and leave no record.
+    return str(calls) if calls else "no recorded layer (only functions or tensor methods, if anything)"
+
+
 def _causes_text(causes: list[str]) -> str:
     return "; likely cause: " + " ".join(causes) if causes else ""
 
@@ -199,10 +204,14 @@ def _between(previous: tuple[ParamOp, ParamOp, LayerCall | None, LayerCall | Non
     target_between = _calls_between(target, previous[3], target_call)
     text = (f"first divergence between {previous[0].label()} / {previous[1].label()} and {label}: the outputs of the "
             f"former agree, the inputs of the latter differ ({_figures(agreement)}); in between the source runs "
-            f"{source_between or 'nothing'}"
+            f"{_between_text(source_between)}"
             + (f" after its built-in {previous[0].attributes['activation']!r} activation"
                if previous[0].attributes.get("activation") not in (None, "linear") else "")
-            + f", the target runs {target_between or 'nothing'}")
+            + f", the target runs {_between_text(target_between)}")
+    if inputs[0].ndim == 2 and any(call is not None and call.output is not None and call.output.ndim >= 3
+                                   for call in (previous[2], previous[3])):
+        text += ("; a feature map is flattened in between: check that flatten (the order of view/reshape/permute) "
+                 "first")
     source_activation = _activation_between(previous[4], inputs[0])
     target_activation = _activation_between(previous[5], inputs[1])
     if source_activation and target_activation and source_activation != target_activation:

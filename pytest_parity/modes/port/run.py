@@ -21,7 +21,7 @@ from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
 from pytest_parity.modes.port import divergence
 from pytest_parity.modes.port.ops import ModelStructure
-from pytest_parity.modes.port.transfer import TransferPlan, plan_transfer
+from pytest_parity.modes.port.transfer import TransferPlan, plan_transfer, settle_flatten_orders
 from pytest_parity.modes.steps import (
     input_notes,
     make_cotangent_source,
@@ -111,9 +111,11 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         source_values = source.weights()
         source_structure = _record_source(source, inputs, device)
         target_structure = _record_target(target, target_inputs, device)
-        plan = plan_transfer(source_structure, target_structure, source_values, target.weights(), layouts,
+        plan = plan_transfer(source_structure, target_structure, source_values, target.weights(),
                              source.description, target.description)
         target.assign_weights(plan.transfer(source_values))
+        settle_flatten_orders(plan, source_structure, source_values,
+                              lambda: _record_target(target, target_inputs, device), target.assign_weights)
         conversion_s = time.perf_counter() - started
 
         started = time.perf_counter()

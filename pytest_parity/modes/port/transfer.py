@@ -6,20 +6,21 @@ their shapes, and in the attributes that decide what a recurrent op computes. Wh
 models side by side and marks the row.
 
 Flatten after a convolution: Keras flattens an NHWC feature map in (H, W, C) order, PyTorch an NCHW one in (C, H, W)
-order, so the Dense/Linear that follows sees its inputs permuted. The transfer finds the feature map each side flattened
-(from the recorded calls) and permutes that Gemm's input axis accordingly, and says so in the result's notes.
+order, unless the port permutes first on purpose, so the Dense/Linear that follows may see its inputs permuted. With the
+layers before it carried across, the order is read from the recorded activations (settle_flatten_orders), that Gemm's
+input axis is permuted accordingly, and the result's notes say so.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pytest_parity.errors import WeightTransferError
-from pytest_parity.layouts import LayoutPair
 from pytest_parity.modes.port.ops import Binding, ModelStructure, ParamOp, Values, shape_text
 
 # Why a structural attribute must agree, in words a user porting a model recognises.
@@ -126,7 +127,7 @@ def _matching_parts(source: Binding, target: Binding) -> list[tuple[Binding, Bin
 
 
 def plan_transfer(source: ModelStructure, target: ModelStructure, source_values: Values, target_values: Values,
-                  layouts: LayoutPair | None, source_label: str, target_label: str) -> TransferPlan:
+                  source_label: str, target_label: str) -> TransferPlan:
     source_shapes = [_tensor_shapes(op, source_values) for op in source.ops]
     target_shapes = [_tensor_shapes(op, target_values) for op in target.ops]
     for index in range(max(len(source.ops), len(target.ops))):
@@ -142,9 +143,6 @@ def plan_transfer(source: ModelStructure, target: ModelStructure, source_values:
             raise WeightTransferError(_mismatch_table(source.ops, target.ops, source_shapes, target_shapes, index,
                                                       problem, source_label, target_label))
     plan = TransferPlan([OpPair(s, t) for s, t in zip(source.ops, target.ops)])
-    for pair in plan.pairs:
-        if pair.source.op == "Gemm":
-            pair.flatten = _flatten_permutation(pair, source, target, layouts, plan.notes)
     plan.unused = {name: f"layer {layer!r} {why}" for layer, why in source.unused.items()
                    for name in _variables_of_layer(layer, source_values)}
     if not plan.pairs:
@@ -242,27 +240,79 @@ def _pre_flatten_shape(structure: ModelStructure, layer: str) -> tuple[int, ...]
     return None
 
 
-def _flatten_permutation(pair: OpPair, source: ModelStructure, target: ModelStructure, layouts: LayoutPair | None,
-                         notes: list[str]) -> FlattenPermutation | None:
-    source_map = _pre_flatten_shape(source, pair.source.layer)
-    target_map = _pre_flatten_shape(target, pair.target.layer)
-    if source_map is None or target_map is None or len(source_map) != len(target_map):
-        return None
-    permutation: tuple[int, ...] | None = None
-    if layouts is not None and layouts.rank == len(source_map) + 1:
-        from_layouts = tuple(axis - 1 for axis in layouts.to_target[1:])
-        if tuple(source_map[a] for a in from_layouts) == target_map:
-            permutation = from_layouts
-    if permutation is None:
-        fitting = [p for p in itertools.permutations(range(len(source_map)))
-                   if tuple(source_map[a] for a in p) == target_map]
-        if source_map == target_map or len(fitting) != 1:
-            return None  # same order, or ambiguous without layouts: carried as is (the divergence report says more)
-        permutation = fitting[0]
-    if permutation == tuple(range(len(source_map))):
-        return None
-    flatten = FlattenPermutation(source_map, permutation)
-    notes.append(f"{pair.source.label()} -> {pair.target.label()}: the input is a flattened feature map, "
-                 f"{shape_text(source_map)} in the source and {shape_text(target_map)} in the target, so the weight's "
-                 f"input axis was permuted to match the target's flatten order")
-    return flatten
+def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, source_values: Values,
+                          record_target: Callable[[], ModelStructure], assign_target: Callable[[Values], None]) -> None:
+    """Decide, from the recorded activations, the order in which the target flattened each feature map that feeds a
+    Gemm, and carry that Gemm's weight in it.
+
+    With every layer before the Gemm carried across, the target's flattened features are the source's in some order.
+    The candidates are the axis orders of the feature map (Keras flattens NHWC as (H, W, C), PyTorch NCHW as
+    (C, H, W); a port may permute before flattening on purpose); the one that makes the source's features equal the
+    target's is the order. Shapes alone cannot tell: a port that flattens in Keras order needs no permutation at all.
+    The feature map's shape comes from whichever side recorded it (pooling written as a function records nothing).
+    ``record_target`` runs the target (with the weights carried so far) and returns what it recorded.
+    """
+    target: ModelStructure | None = None
+    for pair in plan.pairs:
+        if pair.source.op != "Gemm":
+            continue
+        source_call = source.call_of(pair.source.layer)
+        if source_call is None or source_call.input is None or source_call.input.ndim != 2:
+            continue
+        target = target or record_target()
+        target_call = target.call_of(pair.target.layer)
+        if target_call is None or target_call.input is None or target_call.input.shape != source_call.input.shape:
+            continue
+        source_map = _pre_flatten_shape(source, pair.source.layer)
+        target_map = _pre_flatten_shape(target, pair.target.layer)
+        flatten, why = _flatten_from_data(source_call.input, target_call.input, source_map, target_map)
+        if flatten is None and why is None:
+            continue  # the same order on both sides
+        if flatten is None:
+            plan.notes.append(f"{pair.source.label()} -> {pair.target.label()}: {why}")
+            continue
+        pair.flatten = flatten
+        plan.notes.append(f"{pair.source.label()} -> {pair.target.label()}: the input is a flattened feature map, "
+                          f"{shape_text(flatten.source_shape)} in the source's flatten order and "
+                          f"{shape_text(flatten.target_shape)} in the target's (read from the activations), so the "
+                          f"weight's input axis was permuted to match")
+        assign_target(plan.transfer(source_values))
+        target = None  # the target's later activations change with this weight: record again when needed
+
+
+# A flatten order is taken when its features match the target's to within float32 rounding of their scale, and this
+# many times better than any other order's: a wrong order moves features between positions, an error of O(scale).
+ORDER_MARGIN = 100.0
+ORDER_ROUNDING = 1e-4
+
+
+def _flatten_from_data(source_features: np.ndarray, target_features: np.ndarray, source_map: tuple[int, ...] | None,
+                       target_map: tuple[int, ...] | None) -> tuple[FlattenPermutation | None, str | None]:
+    """(the permutation, None), (None, None) for the same order, or (None, why) when no order explains the data."""
+    count = len(source_features)
+    scale = max(float(np.max(np.abs(source_features))), 1e-30)
+    candidates: list[tuple[float, FlattenPermutation | None]] = [
+        (float(np.max(np.abs(source_features - target_features))), None)]
+    for order in itertools.permutations(range(len(source_map or ()))):
+        if source_map is not None and order != tuple(range(len(source_map))):
+            moved = source_features.reshape(count, *source_map).transpose(0, *(a + 1 for a in order))
+            candidates.append((float(np.max(np.abs(moved.reshape(count, -1) - target_features))),
+                               FlattenPermutation(source_map, order)))
+    for order in itertools.permutations(range(len(target_map or ()))):
+        if target_map is not None and order != tuple(range(len(target_map))):
+            # The source's map is the target's transposed by ``order``; the target is the source by its inverse.
+            moved = target_features.reshape(count, *target_map).transpose(0, *(a + 1 for a in order))
+            shape = tuple(target_map[a] for a in order)
+            candidates.append((float(np.max(np.abs(moved.reshape(count, -1) - source_features))),
+                               FlattenPermutation(shape, tuple(int(a) for a in np.argsort(order)))))
+    candidates.sort(key=lambda candidate: candidate[0])
+    (best_error, best), runner_up = candidates[0], next(
+        (error for error, flatten in candidates[1:] if flatten != candidates[0][1]), float("inf"))
+    if best_error <= ORDER_ROUNDING * scale and best_error * ORDER_MARGIN <= runner_up:
+        return best, None
+    if any(error <= ORDER_ROUNDING * scale for error, flatten in candidates if flatten is None):
+        return None, None  # the carried order fits, and nothing tells orders apart (e.g. constant features)
+    maps = " or ".join(shape_text(m) for m in (source_map, target_map) if m is not None) or "feature map"
+    return None, (f"the flattened features reaching it are no reordering of the feature map ({maps}; closest "
+                  f"order off by {best_error:.3g} at a scale of {scale:.3g}): check the flatten (view, reshape, "
+                  f"permute) before it, or the layer before that")
