@@ -168,7 +168,7 @@ def export_torch(source: Any, inputs: ModelInputs) -> Any:
     except FrameworkNotInstalled:
         raise
     except Exception as error:
-        what, advice, op = _explain_torch_export_failure(error, inputs)
+        what, advice, op = _explain_torch_export_failure(error, inputs, _attention_implementation(source))
         raise ConversionError(f"{step} failed for {source.description}: {what}\nWhat you can do: {advice}",
                               step=step, op=op, opset=OPSET) from None
     validate_onnx_model(model_proto, step)
@@ -183,7 +183,24 @@ _USER_LINE = re.compile(r'The following call raised this error:\s*File "(?P<file
                         r'[^\n]*\n\s*(?P<code>[^\n]+)')
 
 
-def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs) -> tuple[str, str, str | None]:
+# torch.onnx.export(dynamo=True) says which of its three steps failed ("This is step 2/3 of exporting ...").
+_EXPORT_STEP = re.compile(r"step (?P<step>[123])/3")
+EXPORT_STEPS = {"1": "capture (torch.export of forward())", "2": "decomposition (into the ops ONNX can express)",
+                "3": "ONNX translation"}
+_ORIGINAL_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
+# transformers' attention implementations that run a fused kernel (its decomposition is what fails to export).
+FUSED_ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+def _attention_implementation(source: Any) -> str | None:
+    """transformers models say which attention they run in config._attn_implementation; None for other models."""
+    config = getattr(getattr(source, "module", None), "config", None)
+    value = getattr(config, "_attn_implementation", None)
+    return value if isinstance(value, str) else None
+
+
+def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs,
+                                  attention: str | None = None) -> tuple[str, str, str | None]:
     """(what went wrong, what the user can do, the op if one is to blame) for an exception from TorchModel.to_onnx."""
     chain = [error]
     while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
@@ -195,12 +212,29 @@ def _explain_torch_export_failure(error: BaseException, inputs: ModelInputs) -> 
         return (_first_line(error),
                 f"the message names the adapter of the op that has no opset {OPSET} form onnx.version_converter "
                 f"{_version('onnx')} can produce; avoid that op in forward() (onnx2torch needs opset {OPSET})", None)
+    step = next((found["step"] for text in texts if (found := _EXPORT_STEP.search(text))), None)
+    if step == "2":
+        frames = _ORIGINAL_FRAME.findall(texts[-1])
+        where = f" at {frames[-1][0]}:{frames[-1][1]} in {frames[-1][2]}()" if frames else ""
+        what = f"torch.onnx's {EXPORT_STEPS['2']} step (2 of 3) failed{where}: {cause}"
+        if attention in FUSED_ATTENTION:
+            return (what, f"the model runs attn_implementation={attention!r}, whose fused attention torch.onnx "
+                          f"cannot decompose here; build it with attn_implementation='eager' (in its config, or "
+                          f"from_pretrained(..., attn_implementation='eager')): eager attention is plain matmuls and "
+                          f"softmax, which export and compute the same function", None)
+        return (what, "capture succeeded (torch.export.export works); an op in the graph has no decomposition "
+                      "torch.onnx can use for these shapes. Rewrite the line named above with plain ops (e.g. "
+                      ".reshape instead of .view on a transposed tensor), or check the model in port mode", None)
     missing_op = next((found for text in texts if (found := _ATEN_OP.search(text))), None)
     if missing_op:
         op = missing_op["op"]
         return (f"the PyTorch op {op} has no ONNX translation in torch.onnx ({cause})",
                 f"replace {op} in forward() with operations torch.onnx can export, or check the model in port mode "
                 f"against a hand-written twin", op)
+    if step == "3":
+        return (f"torch.onnx's {EXPORT_STEPS['3']} step (3 of 3) failed: {cause}",
+                f"capture and decomposition succeeded; an op of the decomposed graph could not be written as ONNX at "
+                f"opset {OPSET}. Replace the op the error names in forward(), or check the model in port mode", None)
     if any(type(e).__name__ == "TorchExportError" or "torch.export" in text for e, text in zip(chain, texts)):
         line = next((found for text in texts if (found := _USER_LINE.search(text))), None)
         where = f" at {line['file']}:{line['line']} ({line['code'].strip()})" if line else ""

@@ -7,14 +7,14 @@ numpy outputs and gradients back, so no framework tensor ever crosses to the oth
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from pytest_parity.errors import ParityUsageError
-from pytest_parity.trees import flatten_tree
+from pytest_parity.trees import flatten_tree, rebuild_sequence
 
 FRAMEWORK_LABELS = {"tensorflow": "TensorFlow/Keras", "torch": "PyTorch"}
 
@@ -72,6 +72,9 @@ class ModelAdapter(Protocol):
     def remember_placement(self) -> Callable[[], None]:
         """A function that puts the model back on its device and in its train/eval mode after a check."""
 
+    # Outputs the last run left out of the comparison because they are not tensors (see tensor_outputs).
+    left_out_outputs: list[str]
+
     def trainable_names(self) -> list[str]:
         """Names (keys of ``weights()``) that gradients are taken for."""
 
@@ -105,17 +108,55 @@ def split_gradients(is_float: list[bool], weight_names: list[str], gradients: li
             dict(zip(weight_names, gradients[float_count:])))
 
 
-def refuse_non_tensor_outputs(tree: Any, is_tensor: Callable[[Any], bool], description: str) -> None:
-    """Parity compares tensors: a model returning a Python number, a string, None or an object (a cache) gets a usage
-    error naming the output and its type, not an error from deep inside the gradient code."""
-    for path, leaf in flatten_tree(tree, "output"):
-        if not is_tensor(leaf):
-            kind = "None" if leaf is None else f"a {type(leaf).__module__}.{type(leaf).__qualname__}"
-            raise ParityUsageError(
-                f"The model ({description}) returns {kind} at {path}, not a tensor; parity compares tensor outputs "
-                f"(a tensor, or tuples, lists and dicts of tensors). What you can do: return tensors only, e.g. wrap "
-                f"the model in a module whose forward/call returns the tensors to compare (for a Hugging Face model: "
-                f"use_cache=False, or return outputs.last_hidden_state).")
+_LEFT_OUT = object()
+
+
+def tensor_outputs(tree: Any, is_tensor: Callable[[Any], bool], description: str) -> tuple[Any, list[str]]:
+    """The model's output tree with its tensors only, and what was left out, each as 'path (type)'.
+
+    Parity compares tensors. A model output often carries other things beside them: a cache object (transformers'
+    DynamicCache with use_cache on), None, a config; those are left out of the comparison and the export, and the
+    result's notes name them. A sequence that loses an element becomes a dict keyed by the element's index, so every
+    tensor keeps its name (``output[2]`` stays ``output[2]``). A model with no tensor output at all is a usage error.
+    """
+    left_out: list[str] = []
+
+    def keep(node: Any, path: str) -> Any:
+        if isinstance(node, Mapping):
+            kept = {key: value for key, value in ((k, keep(v, f"{path}[{k!r}]")) for k, v in node.items())
+                    if value is not _LEFT_OUT}
+            return kept if kept or not node else _LEFT_OUT
+        if isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+            values = [keep(value, f"{path}[{index}]") for index, value in enumerate(node)]
+            if all(value is not _LEFT_OUT for value in values):
+                return rebuild_sequence(node, values)
+            by_index = {index: value for index, value in enumerate(values) if value is not _LEFT_OUT}
+            return by_index or _LEFT_OUT
+        if is_tensor(node):
+            return node
+        left_out.append(f"{path} ({_kind(node)})")
+        return _LEFT_OUT
+
+    kept = keep(tree, "output")
+    if kept is _LEFT_OUT or not flatten_tree(kept, "output"):
+        raise ParityUsageError(
+            f"The model ({description}) returns {_kind(tree)}, with no tensor in it"
+            + (f" ({', '.join(left_out[:4])})" if left_out and left_out != [f"output ({_kind(tree)})"] else "")
+            + "; parity compares tensor outputs (a tensor, or tuples, lists and dicts of tensors). What you can do: "
+              "return the tensors to compare, e.g. wrap the model in a module whose forward/call returns them.")
+    return kept, left_out
+
+
+def _kind(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__module__}.{type(value).__qualname__}"
+
+
+def left_out_note(left_out: list[str], description: str) -> list[str]:
+    """The result's note for outputs tensor_outputs left out."""
+    if not left_out:
+        return []
+    shown = ", ".join(left_out[:6]) + (f" and {len(left_out) - 6} more" if len(left_out) > 6 else "")
+    return [f"{description}: outputs that are not tensors were left out of the comparison and the export: {shown}"]
 
 
 def onnx_input_name(name: str, index: int) -> str:

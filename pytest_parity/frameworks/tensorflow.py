@@ -13,7 +13,7 @@ import numpy as np
 
 from pytest_parity import import_guard
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs, devices, onnx_input_name, refuse_non_tensor_outputs, split_gradients
+from pytest_parity.frameworks import ModelInputs, devices, onnx_input_name, split_gradients, tensor_outputs
 from pytest_parity.trees import flatten_tree, rebuild_sequence, unflatten_like
 
 
@@ -49,6 +49,8 @@ class TensorFlowModel:
         kind = type(model).__name__
         name = getattr(model, "name", None)
         self.description = f"{'Keras' if self.is_keras else 'TensorFlow'} {kind}" + (f" {name!r}" if name else "")
+        # Outputs the last run left out of the comparison (not tensors), as 'path (type)'; see tensor_outputs.
+        self.left_out_outputs: list[str] = []
 
     # -- weights -----------------------------------------------------------------------------------------------
     def _named_variables(self) -> dict[str, Any]:
@@ -141,7 +143,7 @@ class TensorFlowModel:
             tensors = [tf.constant(a) for a in inputs.arrays]
             if cotangents is None:
                 tree = self._sorted_tree(self._call(inputs, tensors))
-                refuse_non_tensor_outputs(tree, tf.is_tensor, self.description)
+                tree, self.left_out_outputs = tensor_outputs(tree, tf.is_tensor, self.description)
                 return _to_numpy(tree), None, None
             names = self.trainable_names() if grad_weights is None else grad_weights
             variables = [self._variables[name] for name in names]
@@ -149,7 +151,7 @@ class TensorFlowModel:
             with tf.GradientTape() as tape:
                 tape.watch(float_inputs)
                 tree = self._sorted_tree(self._call(inputs, tensors))
-                refuse_non_tensor_outputs(tree, tf.is_tensor, self.description)
+                tree, self.left_out_outputs = tensor_outputs(tree, tf.is_tensor, self.description)
                 leaves = [leaf for _, leaf in flatten_tree(tree, "output")]
                 leaves_np = [np.asarray(leaf.numpy()) for leaf in leaves]
                 cots = cotangents(leaves_np) if callable(cotangents) else cotangents
@@ -178,7 +180,7 @@ class TensorFlowModel:
         if timed == "forward":
             @tf.function(input_signature=specs, autograph=False)
             def forward(*arguments: Any) -> Any:
-                return self._call(inputs, list(arguments))
+                return tensor_outputs(self._call(inputs, list(arguments)), tf.is_tensor, self.description)[0]
 
             def run_forward() -> None:
                 with tf.device(tf_device_name(device)):
@@ -195,7 +197,8 @@ class TensorFlowModel:
             float_inputs = [t for t in arguments if t.dtype.is_floating]
             with tf.GradientTape() as tape:
                 tape.watch(float_inputs)
-                leaves = [leaf for _, leaf in flatten_tree(self._call(inputs, list(arguments)), "output")]
+                leaves = [leaf for _, leaf in flatten_tree(self._call(inputs, list(arguments)), "output")
+                          if tf.is_tensor(leaf)]
                 loss = tf.add_n([tf.reduce_sum(leaf) for leaf in leaves if leaf.dtype.is_floating])
             return tape.gradient(loss, float_inputs + variables)
 
@@ -222,7 +225,8 @@ class TensorFlowModel:
         # autograph=False: the wrapper has no Python control flow, and AutoGraph warns about lambdas.
         @tf.function(input_signature=specs, autograph=False)
         def forward(*tensors: Any) -> Any:
-            return self._sorted_tree(self._call(inputs, list(tensors)))
+            tree, _ = tensor_outputs(self._call(inputs, list(tensors)), tf.is_tensor, self.description)
+            return self._sorted_tree(tree)
 
         weight_bytes = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in self._variables.values())
         tf_export.refuse_if_memory_is_short(weight_bytes, self.description)

@@ -16,7 +16,7 @@ import numpy as np
 
 from pytest_parity import import_guard
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs, onnx_input_name, refuse_non_tensor_outputs, split_gradients
+from pytest_parity.frameworks import ModelInputs, onnx_input_name, split_gradients, tensor_outputs
 from pytest_parity.trees import flatten_tree, rebuild_sequence, unflatten_like
 
 
@@ -54,6 +54,8 @@ class TorchModel:
         # onnx2torch's GraphModules take the ONNX graph inputs positionally, whatever the user's input names were.
         self.positional_inputs = positional_inputs
         self.description = f"PyTorch {type(module).__name__}"
+        # Outputs the last run left out of the comparison (not tensors), as 'path (type)'; see tensor_outputs.
+        self.left_out_outputs: list[str] = []
 
     def _named_tensors(self) -> dict[str, Any]:
         named = dict(self.module.named_parameters())
@@ -124,7 +126,7 @@ class TorchModel:
         if cotangents is None:
             with torch.no_grad():
                 tree = self.module(*args, **kwargs)
-            refuse_non_tensor_outputs(tree, torch.is_tensor, self.description)
+            tree, self.left_out_outputs = tensor_outputs(tree, torch.is_tensor, self.description)
             return _to_numpy(tree), None, None
 
         names = self.trainable_names() if grad_weights is None else grad_weights
@@ -140,7 +142,7 @@ class TorchModel:
             # backward pass; it says nothing about the model and would fail suites that turn warnings into errors.
             warnings.filterwarnings("ignore", message="CUDA initialization", category=UserWarning)
             tree = self.module(*args, **kwargs)
-            refuse_non_tensor_outputs(tree, torch.is_tensor, self.description)
+            tree, self.left_out_outputs = tensor_outputs(tree, torch.is_tensor, self.description)
             leaves = [leaf for _, leaf in flatten_tree(tree, "output")]
             leaves_np = [leaf.detach().cpu().numpy() for leaf in leaves]
             cots = cotangents(leaves_np) if callable(cotangents) else cotangents
@@ -186,7 +188,8 @@ class TorchModel:
             # The cotangent's values do not change the cost: the sum of the outputs (all-ones cotangent), as in TF.
             with torch.enable_grad(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="CUDA initialization", category=UserWarning)
-                leaves = [leaf for _, leaf in flatten_tree(self.module(*args, **kwargs), "output")]
+                leaves = [leaf for _, leaf in flatten_tree(self.module(*args, **kwargs), "output")
+                          if torch.is_tensor(leaf)]
                 terms = [leaf.sum() for leaf in leaves if leaf.is_floating_point() and leaf.requires_grad]
                 if terms:
                     torch.autograd.grad(torch.stack(terms).sum(), float_inputs + weights, allow_unused=True)
@@ -210,10 +213,27 @@ class TorchModel:
         tensors = [self.torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.arrays]
         args, kwargs = self._arguments(inputs, tensors)
         input_names = [onnx_input_name(name, i) for i, name in enumerate(inputs.names)]
+        exported = _tensor_outputs_only(self.torch, module, self.description) if self.left_out_outputs else module
         try:
-            return torch_export.export(module, args, kwargs, input_names, opset)
+            return torch_export.export(exported, args, kwargs, input_names, opset)
         finally:
             module.train(was_training)
+
+
+def _tensor_outputs_only(torch: Any, module: Any, description: str) -> Any:
+    """``module`` returning only its tensor outputs, in flatten order, for the export: a cache object among the
+    outputs (left out of the comparison) must not become graph outputs the source's comparison does not have."""
+
+    class TensorOutputsOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            tree, _ = tensor_outputs(self.inner(*args, **kwargs), torch.is_tensor, description)
+            return tuple(leaf for _, leaf in flatten_tree(tree, "output"))
+
+    return TensorOutputsOnly()
 
 
 def _to_numpy(tree: Any) -> Any:

@@ -16,7 +16,7 @@ from pytest_parity.bridge import pipeline as bridge
 from pytest_parity.bridge.cache import ConversionCache
 from pytest_parity.bridge.weight_matching import WeightMatch, WeightMatching, match_weights
 from pytest_parity.errors import FrameworkNotInstalled, ParityError, ParityUsageError
-from pytest_parity.frameworks import ModelAdapter, ModelInputs, devices
+from pytest_parity.frameworks import ModelAdapter, ModelInputs, devices, left_out_note
 from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.modes.steps import (
     converted_run_failure,
@@ -127,7 +127,8 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
         weight_names={m.source_name: m.target_name for m in matching.matches},
         unmatched_weights=dict(matching.unmatched), weight_account=account, speed=speed, conversion_s=conversion_s,
-        run_s=run_s, conversion_cache=conversion.cache_outcome, import_s=import_s, notes=input_notes(inputs))
+        run_s=run_s, conversion_cache=conversion.cache_outcome, import_s=import_s,
+        notes=[*input_notes(inputs), *left_out_note(source.left_out_outputs, source.description)])
     if not result.passed:
         refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs, settings.atol, settings.rtol)
         # The referee runs the forward graph only: with the outputs agreeing it would call every step faithful and

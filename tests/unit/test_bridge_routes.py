@@ -79,6 +79,43 @@ def test_missing_aten_translation_names_the_op():
     assert "the PyTorch op aten.frobnicate has no ONNX translation in torch.onnx" in str(failure.value)
 
 
+class FailingWithAttention(Failing):
+    """A transformers model as the bridge sees it: a module whose config names its attention implementation."""
+
+    def __init__(self, error: BaseException, attention: str) -> None:
+        super().__init__(error)
+        self.module = type("Module", (), {"config": type("Config", (), {"_attn_implementation": attention})()})()
+
+
+DECOMPOSITION_FAILURE = ("Failed to decompose the FX graph for ONNX compatibility. \x1b[96mThis is step 2/3\x1b[0m of "
+                         "exporting the model to ONNX.")
+VIEW_ERROR = ("Cannot view a tensor with shape torch.Size([2, 8, 2, 16]) as a tensor with shape (2, 8, 32)!\n\n"
+              "Original traceback:\n  File \"/site/modeling_t5.py\", line 1131, in forward\n"
+              "  File \"/site/modeling_t5.py\", line 368, in forward\n")
+
+
+@pytest.mark.parametrize("attention, advice", [
+    ("sdpa", "build it with attn_implementation='eager'"),
+    (None, "capture succeeded (torch.export.export works); an op in the graph has no decomposition"),
+])
+def test_a_decomposition_failure_names_its_step_and_for_fused_attention_the_eager_fix(attention, advice):
+    error = _chained(RuntimeError(DECOMPOSITION_FAILURE), ValueError(VIEW_ERROR))
+    source = FailingWithAttention(error, attention) if attention else Failing(error)
+    with pytest.raises(ConversionError) as failure:
+        bridge.export_torch(source, INPUTS)
+    message = str(failure.value)
+    assert ("torch.onnx's decomposition (into the ops ONNX can express) step (2 of 3) failed at "
+            "/site/modeling_t5.py:368 in forward(): ValueError: Cannot view a tensor") in message
+    assert advice in message and "could not capture" not in message
+
+
+def test_a_translation_failure_without_a_named_op_names_its_step():
+    error = _chained(RuntimeError("\x1b[96mThis is step 3/3\x1b[0m"), RuntimeError("translation broke"))
+    with pytest.raises(ConversionError) as failure:
+        bridge.export_torch(Failing(error), INPUTS)
+    assert "ONNX translation step (3 of 3) failed: RuntimeError: translation broke" in str(failure.value)
+
+
 def test_capture_failure_quotes_the_users_line():
     error = _chained(TorchExportError('Failed to export.\nThe following call raised this error:\n  File "/m.py", '
                                       'line 12, in forward\n    if x.max() > 1:\n'),

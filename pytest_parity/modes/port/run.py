@@ -16,7 +16,7 @@ import numpy as np
 
 from pytest_parity import trees
 from pytest_parity.errors import ParityError, ParityUsageError, error_summary
-from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices
+from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices, left_out_note
 from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
 from pytest_parity.modes.port import divergence
@@ -151,7 +151,9 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             route=f"port: {source.framework} -> {target.framework}", device=device,
             outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused),
             weight_account=account, speed=speed,
-            conversion_s=conversion_s, run_s=run_s, notes=[*plan.notes, *input_notes(inputs)])
+            conversion_s=conversion_s, run_s=run_s, notes=[*plan.notes, *input_notes(inputs),
+                   *left_out_note(source.left_out_outputs, source.description),
+                   *left_out_note(target.left_out_outputs, target.description)])
         if not result.passed:
             refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs, settings.atol,
                                                    settings.rtol)
