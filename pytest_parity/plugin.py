@@ -19,6 +19,7 @@ from pytest_parity.session import (
     KNOWN_DEVICES,
     SPEED_MODES,
     ParitySession,
+    gpu_may_be_present,
     parse_devices_option,
     speed_mode_under,
 )
@@ -78,8 +79,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="empty the parity conversion cache before the session (after changing code that a model's "
                          "call/forward reaches outside its own classes). Default: keep it")
     parser.addini("parity_cache", "on or off: the parity conversion cache. Default: on", default="on")
-    parser.addini("parity_devices", "devices parity tests run on (comma-separated). Default: cpu,cuda",
-                  default=",".join(KNOWN_DEVICES))
+    # Empty default: "not set" must be told apart from "cpu,cuda" written out (see drop_default_cuda).
+    parser.addini("parity_devices", "devices parity tests run on (comma-separated). Default: cpu,cuda (cpu only on a "
+                  "machine without a GPU, unless named)", default="")
     parser.addini("parity_seed", "seed for parity checks. Default: 0", default="0")
     parser.addini("parity_report", "path of the JSON parity report. Default: none", default="")
     parser.addini("parity_html", "path of the HTML parity report. Default: none", default="")
@@ -104,9 +106,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 
 def _session_from_config(config: pytest.Config) -> ParitySession:
     devices_option = config.getoption("parity_devices")
+    asked_for_devices = devices_option is not None or bool(str(config.getini("parity_devices")).strip())
     if devices_option is None:
         try:
-            devices_option = parse_devices_option(str(config.getini("parity_devices")))
+            devices_option = parse_devices_option(str(config.getini("parity_devices")) or ",".join(KNOWN_DEVICES))
         except ValueError as error:
             raise pytest.UsageError(f"ini option parity_devices: {error}") from None
     seed_option = config.getoption("parity_seed")
@@ -132,6 +135,9 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
                                 f", got {inconclusive!r}")
     session = ParitySession(seed=seed_option, devices=devices_option, report_path=report_path, speed_mode=speed_mode,
                             speed_note=speed_note, speed_inconclusive=inconclusive)
+    # The default devices include cuda; on a machine that cannot have a GPU, the cuda variants are not generated (one
+    # skip per test otherwise) unless the user names cuda: --parity-devices, the ini option, or a marker's devices=.
+    session.drop_default_cuda = not asked_for_devices and not gpu_may_be_present()
     session.html_path = config.getoption("parity_html") or str(config.getini("parity_html")) or None
     _configure_baseline(config, session)
     _configure_conversion_cache(config, session)
@@ -214,7 +220,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     session = config.stash.get(SESSION_KEY, None)
-    return [f"parity: {session.speed_note}"] if session is not None and session.speed_note else []
+    if session is None:
+        return []
+    lines = [f"parity: {session.speed_note}"] if session.speed_note else []
+    if session.drop_default_cuda:
+        lines.append("parity: no GPU on this machine (no NVIDIA device node or nvidia-smi): the default devices run "
+                     "cpu only; --parity-devices=cpu,cuda or a marker's devices=('cpu', 'cuda') adds the cuda variants")
+    return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -231,6 +243,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # Reported by the fixture at setup, where it fails just this test with the message.
         wanted = session.devices[:1]
     selected = [device for device in wanted if device in session.devices]
+    named = marker is not None and "devices" in marker.kwargs
+    if session.drop_default_cuda and not named:
+        selected = [device for device in selected if device != "cuda"]
     if selected:
         params = [pytest.param(device, id=device) for device in selected]
     else:

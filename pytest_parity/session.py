@@ -5,6 +5,9 @@ Imported by the plugin at start-up, so it imports nothing: every pytest session 
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable, Mapping
 from typing import Any
 
 KNOWN_DEVICES = ("cpu", "cuda")
@@ -25,6 +28,22 @@ def parse_devices_option(text: str) -> tuple[str, ...]:
     if not names or unknown:
         raise ValueError(f"expected a comma-separated list of {', '.join(KNOWN_DEVICES)}, got {text!r}")
     return names
+
+
+# Where an NVIDIA driver shows itself without any framework imported: device nodes, the driver's proc entry, WSL's GPU
+# paravirtualisation device.
+GPU_DEVICE_PATHS = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg")
+
+
+def gpu_may_be_present(environ: Mapping[str, str] | None = None, exists: Callable[[str], bool] = os.path.exists,
+                       which: Callable[[str], str | None] = shutil.which) -> bool:
+    """Whether this machine can have a cuda device, decided without importing a framework (a parity session that
+    never needs one must not pay for TensorFlow or PyTorch to find out). False when CUDA_VISIBLE_DEVICES hides every
+    device; otherwise True when a driver's device node or nvidia-smi exists."""
+    environ = os.environ if environ is None else environ
+    if environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    return any(exists(path) for path in GPU_DEVICE_PATHS) or which("nvidia-smi") is not None
 
 
 def speed_mode_under(mode: str, xdist: bool) -> tuple[str, str | None]:
@@ -59,5 +78,7 @@ class ParitySession:
         self.baseline_factor = baseline_factor
         self.baseline_speed_tolerance = baseline_speed_tolerance
         self.records: list[dict[str, Any]] = []
+        # No cuda variants for tests that did not ask for cuda by name, on a machine that cannot have a GPU.
+        self.drop_default_cuda = False
         # A pytest_parity.bridge.cache.ConversionCache, or None when it is off or pytest has no cache dir.
         self.conversion_cache: Any = None

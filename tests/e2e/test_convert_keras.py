@@ -214,3 +214,13 @@ def test_multi_head_attention_kernels_stored_reshaped_are_compared(parity):
     result = parity.check(model, inputs=parity.randn(2, 6, 16))
     assert result.passed and result.weight_account.compared == result.weight_account.total == 8
     assert all(result.grads[name].passed for name in result.grads if name.endswith("kernel"))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("pool, shape", [(layers.GlobalMaxPooling1D, (7, 3)), (layers.GlobalMaxPooling2D, (6, 6, 3)),
+                                         (layers.GlobalMaxPooling3D, (4, 4, 4, 3))])
+def test_global_max_pooling_converts_through_our_global_max_pool_converter(parity, pool, shape):
+    # tf2onnx writes GlobalMaxPool, which onnx2torch 1.5.15 has no converter for.
+    model = keras.Sequential([keras.Input(shape), layers.Dense(4), pool(), layers.Dense(2)])
+    result = parity.check(model, inputs=parity.randn(3, *shape))
+    assert result.passed and result.weight_account.compared == result.weight_account.total == 4

@@ -80,7 +80,8 @@ def test_fixture_is_documented(pytester):
     result.stdout.fnmatch_lines(["parity*", "*Framework parity checks*"])
 
 
-def test_tests_are_parametrized_over_devices_with_ids(pytester):
+def test_tests_are_parametrized_over_devices_with_ids(pytester, monkeypatch):
+    monkeypatch.setattr("pytest_parity.plugin.gpu_may_be_present", lambda: True)
     pytester.makepyfile(
         """
         import pytest
@@ -103,6 +104,33 @@ def test_tests_are_parametrized_over_devices_with_ids(pytester):
         "*test_without_marker[[]cpu[]]", "*test_without_marker[[]cuda[]]",
     ])
     result.stdout.no_fnmatch_line("*test_cpu_only[[]cuda[]]*")
+
+
+CUDA_BY_DEFAULT_OR_BY_NAME = """
+import pytest
+
+@pytest.mark.parity
+def test_default(parity):
+    pass
+
+@pytest.mark.parity(devices=("cpu", "cuda"))
+def test_named(parity):
+    pass
+"""
+
+
+def test_without_a_gpu_the_default_devices_are_cpu_only_and_cuda_named_stays(pytester, monkeypatch):
+    monkeypatch.setattr("pytest_parity.plugin.gpu_may_be_present", lambda: False)
+    pytester.makepyfile(CUDA_BY_DEFAULT_OR_BY_NAME)
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_default[[]cpu[]]", "*test_named[[]cpu[]]", "*test_named[[]cuda[]]"])
+    result.stdout.no_fnmatch_line("*test_default[[]cuda[]]*")
+    header = pytester.runpytest("--collect-only")
+    header.stdout.fnmatch_lines(["parity: no GPU on this machine*--parity-devices=cpu,cuda*"])
+    # Asked for by name on the command line or in the ini: generated (and skipped at run time, with the reason).
+    for asked in (["--parity-devices=cpu,cuda"], ["-o", "parity_devices=cpu,cuda"]):
+        result = pytester.runpytest("--collect-only", "-q", *asked)
+        result.stdout.fnmatch_lines(["*test_default[[]cpu[]]", "*test_default[[]cuda[]]"])
 
 
 def test_devices_option_and_ini_restrict_parametrization(pytester):

@@ -308,3 +308,25 @@ def test_loop_needs_the_model_opsets():
     model, _ = loop_model(False)
     with pytest.raises(NotImplementedError, match=r"ONNX Loop node 'the_loop': converting its body needs"):
         onnx2torch.convert(model)
+
+
+# -- GlobalMaxPool ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(2, 3, 7), (2, 3, 5, 4), (2, 3, 2, 3, 4)])
+def test_global_max_pool_agrees_with_onnxruntime_and_routes_the_gradient_to_the_maximum(shape):
+    from pytest_parity.bridge.converters import onnx2torch_pooling  # noqa: F401 - registers GlobalMaxPool
+
+    rank = len(shape)
+    model = make_model([helper.make_node("GlobalMaxPool", ["x"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*shape[:2], *([1] * (rank - 2))])])
+    x = np.random.default_rng(rank).standard_normal(shape).astype(np.float32)
+    module = convert(model)
+    tensor = torch.from_numpy(x).requires_grad_(True)
+    output = module(tensor)
+    assert np.array_equal(output.detach().numpy(), run_onnxruntime(model, {"x": x})[0])
+    output.sum().backward()
+    flat = x.reshape(*shape[:2], -1)
+    expected = np.zeros_like(flat)
+    np.put_along_axis(expected, flat.argmax(-1)[..., None], 1.0, axis=-1)
+    assert np.array_equal(tensor.grad.numpy(), expected.reshape(shape))

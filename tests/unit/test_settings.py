@@ -285,3 +285,20 @@ def test_timed_accepts_forward_and_forward_backward_only():
     assert resolve(BASE, (), {"timed": "forward_backward"}).timed == "forward_backward"
     with pytest.raises(ParityUsageError, match=r"timed='backward' must be one of \('forward', 'forward_backward'\)"):
         resolve(BASE, (), {"timed": "backward"})
+
+
+def test_a_gpu_may_be_present_is_decided_from_device_nodes_and_the_environment():
+    from pytest_parity.session import gpu_may_be_present
+
+    def no_path(path):
+        return False
+
+    def nowhere(name):
+        return None
+
+    assert not gpu_may_be_present({}, no_path, nowhere)
+    assert gpu_may_be_present({}, lambda path: path == "/dev/nvidiactl", nowhere)
+    assert gpu_may_be_present({}, no_path, lambda name: "/usr/bin/nvidia-smi")
+    assert not gpu_may_be_present({"CUDA_VISIBLE_DEVICES": ""}, lambda path: True, nowhere)
+    assert not gpu_may_be_present({"CUDA_VISIBLE_DEVICES": "-1"}, lambda path: True, nowhere)
+    assert gpu_may_be_present({"CUDA_VISIBLE_DEVICES": "0"}, lambda path: True, nowhere)
