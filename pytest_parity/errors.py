@@ -54,7 +54,9 @@ class FrameworkNotInstalled(Exception):
         detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
         super().__init__(
             f"{framework} is needed for this parity check but '{module}' cannot be imported{detail}; "
-            f"install it with: pip install 'pytest-parity[{extra}]'"
+            f"install it with: pip install {module} (constraints.txt in pytest-parity's repository pins the tested "
+            f"versions), or install pytest-parity with its '{extra}' extra: pip install '<pytest-parity clone or "
+            f"wheel>[{extra}]'"
         )
         self.framework = framework
         self.module = module

@@ -15,8 +15,12 @@ from pytest_parity.result import ParityResult
 
 REPORT_VERSION = 1
 # Distributions whose versions decide the numerics of a check; recorded so a tox matrix cell can be told apart.
-ENVIRONMENT_PACKAGES = ("tensorflow", "keras", "torch", "torchvision", "onnx", "onnxruntime", "tf2onnx", "onnx2torch",
-                        "numpy", "pytest", "pytest-parity")
+ENVIRONMENT_PACKAGES = ("tensorflow", "keras", "torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "tf2onnx",
+                        "onnx2torch", "numpy", "pytest", "pytest-parity")
+# Libraries the models under test often come from: their versions decide the models' code, so a report says which
+# ran. Listed only when installed.
+MODEL_LIBRARIES = ("transformers", "timm", "keras-hub", "keras-cv", "keras-nlp", "tf-keras", "torchaudio",
+                   "sentence-transformers", "diffusers")
 
 
 def record(nodeid: str, result: ParityResult) -> dict[str, Any]:
@@ -75,6 +79,11 @@ def environment() -> dict[str, str | None]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    for name in MODEL_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return versions
 
 

@@ -2,5 +2,5 @@
 
 import pytest
 
-pytest.importorskip("torch", reason="GPU tests need PyTorch: pip install 'pytest-parity[torch]'")
-pytest.importorskip("onnx2torch", reason="GPU tests need onnx2torch: pip install 'pytest-parity[all]'")
+pytest.importorskip("torch", reason="GPU tests need PyTorch: pip install -c constraints.txt '.[torch]'")
+pytest.importorskip("onnx2torch", reason="GPU tests need onnx2torch: pip install -c constraints.txt '.[all]'")

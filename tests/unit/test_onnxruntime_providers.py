@@ -60,7 +60,7 @@ def test_the_referee_outputs_stay_a_list_and_describe_where_they_ran():
 
 
 def _matmul_model(size: int):
-    onnx = pytest.importorskip("onnx", reason="needs onnx: pip install 'pytest-parity[all]'")
+    onnx = pytest.importorskip("onnx", reason="needs onnx: pip install -c constraints.txt '.[all]'")
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -75,7 +75,7 @@ def _matmul_model(size: int):
 
 
 def test_run_onnxruntime_on_cuda_falls_back_to_the_cpu_here_and_says_so():
-    onnxruntime = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install 'pytest-parity[all]'")
+    onnxruntime = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install -c constraints.txt '.[all]'")
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has a CUDA provider; the GPU test below covers it")
     a = np.arange(16, dtype=np.float32).reshape(4, 4)
@@ -88,7 +88,7 @@ def test_run_onnxruntime_on_cuda_falls_back_to_the_cpu_here_and_says_so():
 
 
 def test_run_onnxruntime_keeps_the_cpu_as_its_default_device():
-    pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install 'pytest-parity[all]'")
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install -c constraints.txt '.[all]'")
     a = np.ones((4, 4), np.float32)
     outputs = bridge.run_onnxruntime(_matmul_model(4), flatten_inputs((a, a)))
     np.testing.assert_array_equal(outputs[0], a @ a)
@@ -96,7 +96,7 @@ def test_run_onnxruntime_keeps_the_cpu_as_its_default_device():
 
 
 def test_run_onnxruntime_on_a_gpu_uses_the_cuda_provider_without_tf32():
-    onnxruntime = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install 'pytest-parity[all]'")
+    onnxruntime = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install -c constraints.txt '.[all]'")
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         pytest.skip(f"GPU only: onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider "
                     f"(the PyPI 'onnxruntime' wheel is CPU-only; 'onnxruntime-gpu' has it)")
