@@ -4,7 +4,8 @@ import pytest
 
 # End-to-end tests run the real frameworks; without them installed they are skipped with the extra to install.
 pytest.importorskip("tensorflow", reason="end-to-end tests need TensorFlow: pip install -c constraints.txt '.[all]'")
-pytest.importorskip("onnx2torch", reason="end-to-end tests need PyTorch, onnx2torch: pip install -c constraints.txt '.[all]'")
+pytest.importorskip("onnx2torch",
+                    reason="end-to-end tests need PyTorch, onnx2torch: pip install -c constraints.txt '.[all]'")
 
 
 def pytest_collection_modifyitems(items):

@@ -75,7 +75,8 @@ def _matmul_model(size: int):
 
 
 def test_run_onnxruntime_on_cuda_falls_back_to_the_cpu_here_and_says_so():
-    onnxruntime = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install -c constraints.txt '.[all]'")
+    onnxruntime = pytest.importorskip("onnxruntime",
+                                      reason="needs onnxruntime: pip install -c constraints.txt '.[all]'")
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has a CUDA provider; the GPU test below covers it")
     a = np.arange(16, dtype=np.float32).reshape(4, 4)
@@ -96,7 +97,8 @@ def test_run_onnxruntime_keeps_the_cpu_as_its_default_device():
 
 
 def test_run_onnxruntime_on_a_gpu_uses_the_cuda_provider_without_tf32():
-    onnxruntime = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install -c constraints.txt '.[all]'")
+    onnxruntime = pytest.importorskip("onnxruntime",
+                                      reason="needs onnxruntime: pip install -c constraints.txt '.[all]'")
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         pytest.skip(f"GPU only: onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider "
                     f"(the PyPI 'onnxruntime' wheel is CPU-only; 'onnxruntime-gpu' has it)")
