@@ -132,7 +132,7 @@ class ConversionCache:
 # -- the key --------------------------------------------------------------------------------------------------------
 
 def conversion_key(framework: str, model: Any, weights: dict[str, np.ndarray], inputs: ModelInputs,
-                   opset: int) -> str | None:
+                   opset: int, variant: str = "") -> str | None:
     """The cache key of exporting ``model`` (with these current weight values) for ``inputs``; None: do not cache."""
     structure = keras_structure(model) if framework == "tensorflow" else torch_structure(model)
     if structure is None:
@@ -142,6 +142,7 @@ def conversion_key(framework: str, model: Any, weights: dict[str, np.ndarray], i
         "format": CACHE_FORMAT,
         "framework": framework,
         "opset": opset,
+        **({"variant": variant} if variant else {}),
         "versions": {name: _version(name) for name in EXPORT_PACKAGES},
         "inputs": {"kind": inputs.kind, "names": list(inputs.names),
                    "arrays": [[list(a.shape), str(a.dtype)] for a in inputs.arrays]},

@@ -90,9 +90,11 @@ def preload_converters(source_framework: str, target_framework: str) -> float:
 
 
 def convert(source: ModelAdapter, inputs: ModelInputs, target_framework: str,
-            cache: ConversionCache | None = None) -> Conversion:
+            cache: ConversionCache | None = None, weights_as_inputs: bool = False) -> Conversion:
+    """``weights_as_inputs``: export a Keras model with its weights as graph inputs (TensorFlowModel.to_onnx), so no
+    weight is folded into another before it reaches the graph."""
     if target_framework == "torch":
-        model_proto, cache_outcome = _export_through_cache(source, inputs, cache)
+        model_proto, cache_outcome = _export_through_cache(source, inputs, cache, weights_as_inputs)
         return Conversion(target=import_into_torch(model_proto), onnx_model=model_proto,
                           route=f"{source.framework} -> onnx -> torch", cache_outcome=cache_outcome)
     if target_framework == "tensorflow":
@@ -104,13 +106,20 @@ def convert(source: ModelAdapter, inputs: ModelInputs, target_framework: str,
     )
 
 
-def _export_through_cache(source: Any, inputs: ModelInputs, cache: ConversionCache | None) -> tuple[Any, str | None]:
+def _export_through_cache(source: Any, inputs: ModelInputs, cache: ConversionCache | None,
+                          weights_as_inputs: bool = False) -> tuple[Any, str | None]:
     """The exported ONNX graph, from the cache when it holds this model's export (see conversion_cache)."""
-    export = export_tensorflow if source.framework == "tensorflow" else export_torch
+
+    def export(source: Any, inputs: ModelInputs) -> Any:
+        if source.framework == "tensorflow":
+            return export_tensorflow(source, inputs, weights_as_inputs)
+        return export_torch(source, inputs)
+
     if cache is None:
         return export(source, inputs), None
     model = source.model if source.framework == "tensorflow" else source.module
-    key = conversion_cache.conversion_key(source.framework, model, source.weights(), inputs, OPSET)
+    key = conversion_cache.conversion_key(source.framework, model, source.weights(), inputs, OPSET,
+                                          "weights as inputs" if weights_as_inputs else "")
     if key is None:
         return export(source, inputs), conversion_cache.UNCACHEABLE
     payload, outcome = cache.load(key)
@@ -145,10 +154,11 @@ def _no_tensorflow_import(source_framework: str) -> str:
             f"torch_model, inputs=...), against a hand-written PyTorch twin.")
 
 
-def export_tensorflow(source: Any, inputs: ModelInputs) -> Any:
+def export_tensorflow(source: Any, inputs: ModelInputs, weights_as_inputs: bool = False) -> Any:
     step = f"TensorFlow -> ONNX (tf2onnx {_version('tf2onnx')}, opset {OPSET})"
     try:
-        model_proto = source.to_onnx(inputs, OPSET)
+        model_proto = source.to_onnx(inputs, OPSET, weights_as_inputs) if weights_as_inputs else \
+            source.to_onnx(inputs, OPSET)
     except (FrameworkNotInstalled, ConversionError):
         raise
     except Exception as error:

@@ -36,11 +36,13 @@ STEP = "TensorFlow -> ONNX (tf2onnx)"
 LARGE_GRAPH_BYTES = 64 * 2**20
 
 
-def export(tf: Any, forward: Any, specs: list[Any], opset: int) -> Any:
+def export(tf: Any, forward: Any, specs: list[Any], opset: int,
+           weight_values: dict[str, np.ndarray] | None = None) -> Any:
     """A tf.function with a static input signature -> an ONNX ModelProto at ``opset``.
 
     Unsupported TensorFlow ops stay in the graph as they are (tf2onnx's continue_on_error, as from_function does), so
-    that the bridge's check can name them.
+    that the bridge's check can name them. ``weight_values``: the specs (by name) that carry weights rather than model
+    inputs, and their values; they become initializers, and layout ops applied to them alone are folded.
     """
     import tf2onnx
     from tf2onnx import optimizer, tf_loader
@@ -73,8 +75,54 @@ def export(tf: Any, forward: Any, specs: list[Any], opset: int) -> Any:
     del onnx_graph
     captured = {internal.name: external for external, internal in concrete.graph.captures
                 if external.dtype != tf.resource}
-    _captured_constants_to_initializers(model_proto, {spec.name for spec in specs}, captured)
+    weight_values = weight_values or {}
+    captured.update(weight_values)
+    _captured_constants_to_initializers(model_proto, {spec.name for spec in specs} - set(weight_values), captured)
+    if weight_values:
+        fold_layout_ops_on_initializers(model_proto)
     return model_proto
+
+
+# Ops that only move a weight's elements: folded into the initializer when a weight reaches the graph as an input
+# (tf2onnx folds them itself for frozen constants), so a Conv reads its kernel as an initializer, as onnx2torch needs.
+LAYOUT_OPS = ("Transpose", "Identity", "Reshape", "Squeeze", "Unsqueeze")
+
+
+def fold_layout_ops_on_initializers(model_proto: Any) -> int:
+    """Replace each layout op whose inputs are all initializers by an initializer holding its result (computed by
+    onnx's reference evaluator, which implements the ops exactly); returns how many were folded. Arithmetic on
+    weights (a BatchNormalization's scale and shift) is not folded: that is what would hide the weights."""
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model_proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    folded = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.node):
+            if node.op_type not in LAYOUT_OPS or not node.input or not all(name in initializers for name in node.input
+                                                                           if name):
+                continue
+            # The node alone, with just its initializers: cheap to evaluate whatever the model's size.
+            single = helper.make_model(
+                helper.make_graph([node], "fold", [], [helper.make_empty_tensor_value_info(node.output[0])],
+                                  initializer=[initializers[name] for name in dict.fromkeys(node.input) if name]),
+                opset_imports=model_proto.opset_import, ir_version=model_proto.ir_version)
+            outputs: Any = ReferenceEvaluator(single).run(None, {})
+            value = outputs[0]
+            graph.node.remove(node)
+            tensor = numpy_helper.from_array(np.asarray(value), node.output[0])
+            graph.initializer.append(tensor)
+            initializers[node.output[0]] = tensor
+            folded += 1
+            changed = True
+    used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)
+    return folded
 
 
 # Peak memory of an export above the built model, per byte of weights (measured, one run each: ResNet50 1.87 GB for

@@ -37,6 +37,10 @@ def _is_keras(model: Any) -> bool:
     return any(cls.__module__.split(".")[0] in ("keras", "tf_keras") for cls in type(model).__mro__)
 
 
+# Names of the graph inputs that carry weights in an export with weights_as_inputs (they become initializers).
+WEIGHT_INPUT_PREFIX = "parity_weight_"
+
+
 class TensorFlowModel:
     framework = "tensorflow"
 
@@ -112,7 +116,10 @@ class TensorFlowModel:
         return str(shape)
 
     # -- running ----------------------------------------------------------------------------------------------
-    def _call(self, inputs: ModelInputs, tensors: Sequence[Any]) -> Any:
+    def _call(self, inputs: ModelInputs, tensors: Sequence[Any],
+              weights: tuple[list[Any], list[Any]] | None = None) -> Any:
+        """The model on ``tensors``; with ``weights`` (trainable, non-trainable values, in the model's variable order)
+        a Keras model computes with those values instead of its variables (Keras' stateless_call)."""
         if inputs.kind == "single":
             args: tuple[Any, ...] = (tensors[0],)
         elif inputs.kind == "named":
@@ -122,6 +129,9 @@ class TensorFlowModel:
             args = (list(tensors),)
         else:
             args = tuple(tensors)
+        if weights is not None:
+            outputs, _ = self.model.stateless_call(weights[0], weights[1], *args, training=False)
+            return outputs
         if self.is_keras:
             return self.model(*args, training=False)
         return self.model(*args)
@@ -210,8 +220,17 @@ class TensorFlowModel:
         return run_forward_backward
 
     # -- export ----------------------------------------------------------------------------------------------
-    def to_onnx(self, inputs: ModelInputs, opset: int) -> Any:
-        """TF -> ONNX through tf2onnx with a static signature (from_keras fails on Keras 3); see tf_export."""
+    @property
+    def can_export_weights_as_inputs(self) -> bool:
+        return self.is_keras and hasattr(self.model, "stateless_call")
+
+    def to_onnx(self, inputs: ModelInputs, opset: int, weights_as_inputs: bool = False) -> Any:
+        """TF -> ONNX through tf2onnx with a static signature (from_keras fails on Keras 3); see tf_export.
+
+        ``weights_as_inputs`` (Keras models): the traced function takes every variable's value as an argument
+        (stateless_call) instead of reading the variables, so freezing finds no constant to fold: Grappler cannot fold
+        a BatchNormalization into the convolution before it, and each weight reaches the ONNX graph as itself
+        (tf_export turns those arguments back into initializers holding the current values)."""
         tf = self.tf
         try:
             import tf2onnx  # noqa: F401 - tf_export imports its parts
@@ -222,15 +241,29 @@ class TensorFlowModel:
         specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype), name=onnx_input_name(name, i))
                  for i, (name, a) in enumerate(zip(inputs.names, inputs.arrays))]
 
+        weight_values: dict[str, np.ndarray] = {}
+        weight_specs: list[Any] = []
+        split = 0
+        if weights_as_inputs:
+            variables = [*self.model.trainable_variables, *self.model.non_trainable_variables]
+            split = len(self.model.trainable_variables)
+            weight_specs = [tf.TensorSpec(v.shape, tf.as_dtype(v.dtype), name=f"{WEIGHT_INPUT_PREFIX}{index}")
+                            for index, v in enumerate(variables)]
+            weight_values = {spec.name: np.asarray(v.numpy()) for spec, v in zip(weight_specs, variables)}
+        count = len(specs)
+
         # autograph=False: the wrapper has no Python control flow, and AutoGraph warns about lambdas.
-        @tf.function(input_signature=specs, autograph=False)
+        @tf.function(input_signature=[*specs, *weight_specs], autograph=False)
         def forward(*tensors: Any) -> Any:
-            tree, _ = tensor_outputs(self._call(inputs, list(tensors)), tf.is_tensor, self.description)
+            values = list(tensors[count:])
+            weights = (values[:split], values[split:]) if weights_as_inputs else None
+            tree, _ = tensor_outputs(self._call(inputs, list(tensors[:count]), weights), tf.is_tensor,
+                                     self.description)
             return self._sorted_tree(tree)
 
         weight_bytes = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in self._variables.values())
         tf_export.refuse_if_memory_is_short(weight_bytes, self.description)
-        return tf_export.export(tf, forward, specs, opset)
+        return tf_export.export(tf, forward, [*specs, *weight_specs], opset, weight_values)
 
 
 def _to_numpy(tree: Any) -> Any:

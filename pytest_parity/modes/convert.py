@@ -78,13 +78,16 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
         import_s = bridge.preload_converters(source.framework, target_framework)
         started = time.perf_counter()
         conversion = bridge.convert(source, inputs, target_framework, cache)
+        source_weights = source.weights()
+        matching = match_weights(source_weights, conversion.target.weights())
+        trainable = set(source.trainable_names())
+        conversion, matching, export_note = _unfolded_if_folded(source, inputs, target_framework, cache, conversion,
+                                                               matching, source_weights, trainable)
         target = conversion.target
-        source_weights, target_weights = source.weights(), target.weights()
-        matching = match_weights(source_weights, target_weights)
+        target_weights = target.weights()
         conversion_s = time.perf_counter() - started
 
         started = time.perf_counter()
-        trainable = set(source.trainable_names())
         grad_matches = [m for m in matching.matches if m.source_name in trainable]
         try:
             target_outputs, target_input_grads, target_weight_grads = target.run(
@@ -128,7 +131,8 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
         weight_names={m.source_name: m.target_name for m in matching.matches},
         unmatched_weights=dict(matching.unmatched), weight_account=account, speed=speed, conversion_s=conversion_s,
         run_s=run_s, conversion_cache=conversion.cache_outcome, import_s=import_s,
-        notes=[*input_notes(inputs), *left_out_note(source.left_out_outputs, source.description)])
+        notes=[*input_notes(inputs), *left_out_note(source.left_out_outputs, source.description),
+               *([export_note] if export_note else [])])
     if not result.passed:
         refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs, settings.atol, settings.rtol)
         # The referee runs the forward graph only: with the outputs agreeing it would call every step faithful and
@@ -142,6 +146,32 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
         result.float32_rounding = float32_rounding_hint(result, own_error)
         raise ParityError(failure_message(result, source.description, target.description), result)
     return result
+
+
+def _unfolded_if_folded(source: ModelAdapter, inputs: ModelInputs, target_framework: str,
+                        cache: ConversionCache | None, conversion: bridge.Conversion, matching: WeightMatching,
+                        source_weights: dict[str, np.ndarray], trainable: set[str],
+                        ) -> tuple[bridge.Conversion, WeightMatching, str | None]:
+    """A Keras export that lost trainable weights (tf2onnx's Grappler folds a BatchNormalization's scale and shift
+    into the convolution before it, so no tensor of the graph holds them) is exported once more with the weights as
+    graph inputs, where nothing can fold them; the export that follows more weights is kept, and a note says so."""
+    lost = [name for name in matching.unmatched if name in trainable]
+    if not lost or not getattr(source, "can_export_weights_as_inputs", False):
+        return conversion, matching, None
+    try:
+        again = bridge.convert(source, inputs, target_framework, cache, weights_as_inputs=True)
+        rematched = match_weights(source_weights, again.target.weights())
+    except Exception as error:  # the first export stands; its lost weights fail the check, each with its reason
+        return conversion, matching, (f"{len(lost)} trainable weight(s) were folded away by the export; exporting "
+                                      f"again with the weights as graph inputs failed ({type(error).__name__}: "
+                                      f"{str(error).splitlines()[0][:200] if str(error) else ''})")
+    still = [name for name in rematched.unmatched if name in trainable]
+    if len(still) >= len(lost):
+        return conversion, matching, None
+    return again, rematched, (f"exported with the weights as graph inputs: the first export folded {len(lost)} "
+                              f"trainable weight(s) into others (a BatchNormalization into its convolution), which no "
+                              f"tensor of the converted model held; this way {len(lost) - len(still)} of them are "
+                              f"compared as themselves")
 
 
 def _in_source_layout(match: WeightMatch, target_value: np.ndarray | None) -> np.ndarray | None:

@@ -60,21 +60,32 @@ def test_subclassed_keras_model(parity):
 
 
 # tf2onnx (through Grappler's constant folding) folds an inference-mode BatchNormalization into one scale and one
-# offset, so gamma and beta have no tensor of their own in the target: a full pass cannot be claimed for them. The
-# test accepts that by name, and checks that the result says the pass is partial.
-@pytest.mark.parity(unmatched_weights=["*batch_normalization/gamma", "*batch_normalization/beta"])
+# offset, so the frozen export has no tensor for gamma and beta; the check exports again with the weights as graph
+# inputs, where nothing folds them, and compares every weight.
+@pytest.mark.parity
 def test_batchnorm_statistics_are_randomized_for_the_check_and_restored_after(parity):
     model = keras.Sequential([keras.Input((6,)), layers.Dense(8), layers.BatchNormalization(), layers.ReLU(),
                               layers.Dropout(0.5), layers.Dense(2)])
     before = {v.path: v.numpy().copy() for v in model.weights}
     result = parity.check(model, inputs=parity.randn(5, 6))
-    assert result.passed and result.weight_account.partial
-    assert {name.rsplit("/", 1)[-1] for name in result.weight_account.allowed} == {"gamma", "beta"}
-    assert result.weight_account.compared == 4 and result.weight_account.total == 6
+    assert result.passed and not result.weight_account.partial
+    assert result.weight_account.compared == result.weight_account.total == 6
+    assert any("exported with the weights as graph inputs" in note for note in result.notes)
     after = {v.path: v.numpy() for v in model.weights}
     assert all(np.array_equal(before[name], after[name]) for name in before)
     moving_variance = next(name for name in before if name.endswith("moving_variance"))
     assert np.all(before[moving_variance] == 1.0)
+
+
+@pytest.mark.parity
+def test_a_batchnorm_after_a_convolution_is_compared_weight_by_weight(parity):
+    model = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3, use_bias=False),
+                              layers.BatchNormalization(), layers.ReLU(), layers.Flatten(), layers.Dense(2)])
+    result = parity.check(model, inputs=parity.randn(2, 8, 8, 3))
+    assert result.passed and result.weight_account.compared == result.weight_account.total == 5
+    assert {"gamma", "beta"} <= {name.rsplit("/", 1)[-1] for name in result.grads}
+    # The moving statistics are carried and compared as transferred weights too.
+    assert {"moving_mean", "moving_variance"} <= {name.rsplit("/", 1)[-1] for name in result.weights}
 
 
 @pytest.mark.parity(randomize_constant_weights=False)

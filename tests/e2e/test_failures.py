@@ -161,3 +161,27 @@ def test_a_converted_model_that_cannot_run_is_a_conversion_error_not_a_traceback
     with pytest.raises(ConversionError, match=r"(?s)The converted model \(.*\) failed to run on the inputs the source "
                                               r"model ran on \(.*TypeError.*This is a gap in the conversion"):
         check(build_mnist_mlp(), RNG.standard_normal((2, 28, 28)).astype(np.float32))
+
+
+def test_a_batchnorm_weight_off_in_the_converted_model_fails_naming_it(monkeypatch):
+    # The BatchNormalization reaches the converted model weight by weight (exported with the weights as graph inputs):
+    # nudging one of its (4,)-shaped tensors must fail the check and name a batch_normalization weight.
+    model = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3, use_bias=False), layers.BatchNormalization(),
+                              layers.ReLU(), layers.Flatten(), layers.Dense(2)])
+    real_from_onnx = torch_adapter.from_onnx
+
+    def from_onnx_with_a_batchnorm_tensor_off(model_proto):
+        converted = real_from_onnx(model_proto)
+        import torch
+
+        tensor = next(t for t in [*converted.module.parameters(), *converted.module.buffers()]
+                      if tuple(t.shape) == (4,))
+        with torch.no_grad():
+            tensor[1] += 1e-2
+        return converted
+
+    monkeypatch.setattr(torch_adapter, "from_onnx", from_onnx_with_a_batchnorm_tensor_off)
+    with pytest.raises(ParityError) as failure:
+        check(model, RNG.standard_normal((2, 8, 8, 3)).astype(np.float32))
+    message = str(failure.value)
+    assert "transferred weights: 1 of" in message and "batch_normalization" in message

@@ -35,3 +35,29 @@ def test_available_memory_is_read_from_proc_meminfo_on_linux():
     if available is None:
         pytest.skip("no /proc/meminfo (not Linux)")
     assert 0 < available < 2**50
+
+
+def test_layout_ops_on_weights_are_folded_and_arithmetic_is_not():
+    onnx = pytest.importorskip("onnx")
+    np = pytest.importorskip("numpy")
+    from onnx import TensorProto, helper, numpy_helper
+
+    kernel = np.arange(24, dtype=np.float32).reshape(2, 3, 1, 4)  # HWIO, as a Keras Conv2D keeps it
+    gamma = np.full(4, 2.0, np.float32)
+    nodes = [helper.make_node("Transpose", ["kernel"], ["kernel_oihw"], perm=[3, 2, 0, 1]),
+             helper.make_node("Conv", ["x", "kernel_oihw"], ["conv"]),
+             helper.make_node("Reshape", ["gamma", "shape"], ["gamma_column"]),
+             helper.make_node("Mul", ["gamma_column", "gamma_column"], ["gamma_squared"]),  # arithmetic: kept
+             helper.make_node("Mul", ["conv", "gamma_squared"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 3])],
+                              initializer=[numpy_helper.from_array(kernel, "kernel"),
+                                           numpy_helper.from_array(gamma, "gamma"),
+                                           numpy_helper.from_array(np.array([4, 1, 1], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert tf_export.fold_layout_ops_on_initializers(model) == 2
+    assert [node.op_type for node in model.graph.node] == ["Conv", "Mul", "Mul"]
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    assert np.array_equal(values["kernel_oihw"], kernel.transpose(3, 2, 0, 1))
+    assert values["gamma_column"].shape == (4, 1, 1) and set(values) == {"kernel_oihw", "gamma_column"}
+    onnx.checker.check_model(model)
