@@ -37,6 +37,7 @@ def _is_keras(model: Any) -> bool:
     return any(cls.__module__.split(".")[0] in ("keras", "tf_keras") for cls in type(model).__mro__)
 
 
+RECURRENT_LAYERS = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
 # Names of the graph inputs that carry weights in an export with weights_as_inputs (they become initializers).
 WEIGHT_INPUT_PREFIX = "parity_weight_"
 
@@ -223,6 +224,15 @@ class TensorFlowModel:
     @property
     def can_export_weights_as_inputs(self) -> bool:
         return self.is_keras and hasattr(self.model, "stateless_call")
+
+    @property
+    def folds_weights_when_frozen(self) -> bool:
+        """A Keras model with a BatchNormalization (Grappler folds it into the layer before it) and no recurrent
+        layer (tf2onnx's LSTM/GRU rewriters need frozen weights): exported with its weights as graph inputs at once."""
+        if not self.can_export_weights_as_inputs:
+            return False
+        kinds = {type(layer).__name__ for layer in self.model._flatten_layers(include_self=False)}
+        return "BatchNormalization" in kinds and not kinds & RECURRENT_LAYERS
 
     def to_onnx(self, inputs: ModelInputs, opset: int, weights_as_inputs: bool = False) -> Any:
         """TF -> ONNX through tf2onnx with a static signature (from_keras fails on Keras 3); see tf_export.

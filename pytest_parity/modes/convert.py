@@ -77,12 +77,10 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
 
         import_s = bridge.preload_converters(source.framework, target_framework)
         started = time.perf_counter()
-        conversion = bridge.convert(source, inputs, target_framework, cache)
         source_weights = source.weights()
-        matching = match_weights(source_weights, conversion.target.weights())
         trainable = set(source.trainable_names())
-        conversion, matching, export_note = _unfolded_if_folded(source, inputs, target_framework, cache, conversion,
-                                                               matching, source_weights, trainable)
+        conversion, matching, export_note = _convert_following_every_weight(source, inputs, target_framework, cache,
+                                                                            source_weights, trainable)
         target = conversion.target
         target_weights = target.weights()
         conversion_s = time.perf_counter() - started
@@ -148,30 +146,51 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
     return result
 
 
-def _unfolded_if_folded(source: ModelAdapter, inputs: ModelInputs, target_framework: str,
-                        cache: ConversionCache | None, conversion: bridge.Conversion, matching: WeightMatching,
-                        source_weights: dict[str, np.ndarray], trainable: set[str],
-                        ) -> tuple[bridge.Conversion, WeightMatching, str | None]:
-    """A Keras export that lost trainable weights (tf2onnx's Grappler folds a BatchNormalization's scale and shift
-    into the convolution before it, so no tensor of the graph holds them) is exported once more with the weights as
-    graph inputs, where nothing can fold them; the export that follows more weights is kept, and a note says so."""
+def _convert_following_every_weight(source: ModelAdapter, inputs: ModelInputs, target_framework: str,
+                                    cache: ConversionCache | None, source_weights: dict[str, np.ndarray],
+                                    trainable: set[str]) -> tuple[bridge.Conversion, WeightMatching, str | None]:
+    """The conversion and its weight matching, from the export that lets every trainable weight be followed.
+
+    A frozen Keras export loses weights: tf2onnx's Grappler folds a BatchNormalization's scale and shift into the
+    convolution before it, so no tensor of the graph holds them. Exported with the weights as graph inputs nothing
+    can fold them. A Keras model with a BatchNormalization is exported that way at once; any other Keras export that
+    lost trainable weights is exported again that way, and the one that follows more weights is kept, with a note.
+    """
+    unfolded_first = bool(getattr(source, "folds_weights_when_frozen", False))
+    note = None
+    try:
+        conversion = bridge.convert(source, inputs, target_framework, cache, weights_as_inputs=unfolded_first)
+    except Exception as error:
+        if not unfolded_first:
+            raise
+        note = _unfolded_export_failed(error)
+        unfolded_first = False
+        conversion = bridge.convert(source, inputs, target_framework, cache)
+    matching = match_weights(source_weights, conversion.target.weights())
     lost = [name for name in matching.unmatched if name in trainable]
-    if not lost or not getattr(source, "can_export_weights_as_inputs", False):
-        return conversion, matching, None
+    if unfolded_first:
+        return conversion, matching, "exported with the weights as graph inputs (the model has a BatchNormalization, " \
+                                     "which a frozen export folds into the layer before it)"
+    if not lost or note or not getattr(source, "can_export_weights_as_inputs", False):
+        return conversion, matching, note
     try:
         again = bridge.convert(source, inputs, target_framework, cache, weights_as_inputs=True)
         rematched = match_weights(source_weights, again.target.weights())
     except Exception as error:  # the first export stands; its lost weights fail the check, each with its reason
-        return conversion, matching, (f"{len(lost)} trainable weight(s) were folded away by the export; exporting "
-                                      f"again with the weights as graph inputs failed ({type(error).__name__}: "
-                                      f"{str(error).splitlines()[0][:200] if str(error) else ''})")
+        return conversion, matching, f"{len(lost)} trainable weight(s) were folded away by the export; " \
+                                     + _unfolded_export_failed(error)
     still = [name for name in rematched.unmatched if name in trainable]
     if len(still) >= len(lost):
         return conversion, matching, None
-    return again, rematched, (f"exported with the weights as graph inputs: the first export folded {len(lost)} "
-                              f"trainable weight(s) into others (a BatchNormalization into its convolution), which no "
-                              f"tensor of the converted model held; this way {len(lost) - len(still)} of them are "
-                              f"compared as themselves")
+    return again, rematched, (f"exported with the weights as graph inputs: the frozen export folded {len(lost)} "
+                              f"trainable weight(s) into others, which no tensor of the converted model held; this "
+                              f"way {len(lost) - len(still)} of them are compared as themselves")
+
+
+def _unfolded_export_failed(error: BaseException) -> str:
+    first = str(error).splitlines()[0][:200] if str(error) else ""
+    return (f"the export with the weights as graph inputs failed ({type(error).__name__}: {first}), so the frozen "
+            f"one ran")
 
 
 def _in_source_layout(match: WeightMatch, target_value: np.ndarray | None) -> np.ndarray | None:
