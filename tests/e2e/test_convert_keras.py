@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from pytest_parity import ParityError, ParityResult
+from pytest_parity import ParityResult
 
 
 def build_two_input_two_output_model():
