@@ -1,7 +1,8 @@
 """Mutants on the weight-following paths added for issue 13: each carried gradient of one weight zeroed, halved or
 negated after the conversion, for a Conv read by two nodes (rerouted), a Conv whose weight is computed (weight_norm),
-a class token tiled over the batch and a MultiHeadAttention kernel stored reshaped. Every mutant must fail the check,
-every unmutated model pass.
+a class token tiled over the batch, a MultiHeadAttention kernel stored reshaped, and a BatchNormalization's gamma and
+beta (exported with the weights as graph inputs), also in MobileNet. Every mutant must fail the check, every
+unmutated model pass.
 
     python benchmarks/weight_path_mutants.py
 """
@@ -38,6 +39,15 @@ def _token() -> keras.Model:
     return keras.Model(inputs, layers.Dense(3)(ClassToken()(inputs)))
 
 
+def _conv_batchnorm() -> keras.Model:
+    return keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3, use_bias=False), layers.BatchNormalization(),
+                             layers.ReLU(), layers.Flatten(), layers.Dense(2)])
+
+
+def _mobilenet() -> keras.Model:
+    return keras.applications.MobileNet(alpha=0.25, weights=None, input_shape=(32, 32, 3), classes=4)
+
+
 def _inputs(seed: int, *shape: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
@@ -48,6 +58,9 @@ CASES = {
                                   "conv.parametrizations.weight.original1"),
     "class token tiled": (_token, _inputs(2, 2, 5, 8), "class_token"),
     "attention kernel reshaped": (_attention, _inputs(3, 2, 6, 16), "query/kernel"),
+    "batchnorm gamma": (_conv_batchnorm, _inputs(4, 2, 8, 8, 3), "batch_normalization/gamma"),
+    "batchnorm beta": (_conv_batchnorm, _inputs(5, 2, 8, 8, 3), "batch_normalization/beta"),
+    "mobilenet depthwise bn gamma": (_mobilenet, _inputs(6, 2, 32, 32, 3), "conv_dw_3_bn/gamma"),
 }
 MUTANTS = {"none": None, "zeroed": lambda g: g * 0, "halved": lambda g: g / 2, "negated": lambda g: -g}
 

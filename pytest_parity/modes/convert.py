@@ -132,7 +132,8 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
         notes=[*input_notes(inputs), *left_out_note(source.left_out_outputs, source.description),
                *([export_note] if export_note else [])])
     if not result.passed:
-        refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs, settings.atol, settings.rtol)
+        refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs,
+                                               source_cotangents if settings.grad else None)
         # The referee runs the forward graph only: with the outputs agreeing it would call every step faithful and
         # point away from the gradients or weights that differ (named in the message).
         result.diagnosis = (_diagnose(conversion, inputs, source_outputs, target_outputs, settings, device)

@@ -155,10 +155,10 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                    *left_out_note(source.left_out_outputs, source.description),
                    *left_out_note(target.left_out_outputs, target.description)])
         if not result.passed:
-            refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs, settings.atol,
-                                                   settings.rtol)
-            refuse_if_not_a_function_of_its_inputs(target, target_inputs, device, raw_target_outputs, settings.atol,
-                                                   settings.rtol, role="target")
+            refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs,
+                                                   cotangents if settings.grad else None)
+            refuse_if_not_a_function_of_its_inputs(target, target_inputs, device, raw_target_outputs,
+                                                   target_cotangents, role="target")
             # The per-layer comparison follows forward activations: with the outputs agreeing it can only report that
             # every layer agrees, which would point away from the gradients that differ (named in the message).
             if not outputs.passed:
