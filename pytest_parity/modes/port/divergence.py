@@ -24,12 +24,20 @@ from pytest_parity.modes.port.transfer import FlattenPermutation, TransferPlan
 from pytest_parity.verdict import compare
 
 # Attributes whose difference is worth naming as a cause, in the order they are reported.
-TELLING_ATTRIBUTES = ("epsilon", "pads", "strides", "dilations", "group", "padding_mode", "output_padding")
+TELLING_ATTRIBUTES = ("heads", "head_dim", "epsilon", "pads", "strides", "dilations", "group", "padding_mode",
+                      "output_padding")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     shifted = np.exp(x - x.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -41,12 +49,16 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
     "leaky_relu(0.01)": lambda x: np.where(x > 0, x, 0.01 * x),
     "leaky_relu(0.2)": lambda x: np.where(x > 0, x, 0.2 * x),
+    # The two differ by up to 5e-4 (at |x| near 2), well outside the tolerance these are tried at.
+    "exact gelu (erf; nn.GELU(), keras gelu(approximate=False))": lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
+    "tanh-approximate gelu (nn.GELU(approximate='tanh'), keras gelu(approximate=True))": _gelu_tanh,
 }
 
 
 def _call_for(structure: ModelStructure, op: ParamOp) -> LayerCall | None:
-    # "sequential/separable[depthwise]" and "lstm[layer 1]" belong to the call of "sequential/separable" / "lstm".
-    return structure.call_of(op.layer.split("[", 1)[0])
+    # "attn[query]" has a call of its own (ModelStructure.part_calls); "sequential/separable[depthwise]" and
+    # "lstm[layer 1]" belong to the call of "sequential/separable" / "lstm".
+    return structure.call_of(op.layer) or structure.call_of(op.layer.split("[", 1)[0])
 
 
 def _in_source_layout(array: np.ndarray, layouts: LayoutPair | None,
@@ -68,6 +80,15 @@ def _comparable(source: np.ndarray | None, target: np.ndarray | None) -> tuple[n
     if target.ndim == 2 and source.ndim == 3 and source.shape[0] == target.shape[0] and \
             source.shape[2] == target.shape[1]:
         return source[:, -1], target
+    # An EinsumDense's [batch, seq, heads, head_dim] is a Linear's [batch, seq, heads * head_dim] (Gemm order); a
+    # table looked up with ids [seq] or [1, seq] gives [seq, E] or [1, seq, E].
+    for common in range(min(source.ndim, target.ndim), 1, -1):
+        if source.shape[:common] == target.shape[:common] and source.size == target.size:
+            shape = (*source.shape[:common], -1)
+            return source.reshape(shape), target.reshape(shape)
+    squeezed = np.squeeze(source), np.squeeze(target)
+    if squeezed[0].shape == squeezed[1].shape:
+        return squeezed
     return None
 
 
@@ -143,6 +164,7 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
         row: dict[str, Any] = {"source": pair.source.label(), "target": pair.target.label(), "inputs_max_abs": None,
                                "outputs_max_abs": None, "agrees": True}
         rows.append(row)
+        unrecorded = source_call.input is None or target_call.input is None
         if inputs is not None and np.issubdtype(inputs[0].dtype, np.floating):
             agreement = compare.compare_arrays("input", inputs[1], inputs[0], atol=atol, rtol=rtol)
             row["inputs_max_abs"] = _plain(agreement.max_abs)
@@ -165,6 +187,11 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
             row["agrees"] = False
             causes = _attribute_causes(pair.source, pair.target) + _last_step_causes(pair.source, pair.target,
                                                                                       outputs, atol, rtol)
+            if unrecorded and previous is not None:
+                return (f"first divergence at {label}: its outputs differ ({_figures(agreement)}), those of "
+                        f"{previous[0].label()} / {previous[1].label()} before it agree (its own input is computed "
+                        f"inside a module and not recorded, so what differs is it or what runs just before it)"
+                        + _causes_text(causes))
             return (f"first divergence at {label}: its inputs agree but its outputs differ ({_figures(agreement)})"
                     + _causes_text(causes))
         previous = (pair.source, pair.target, source_call, target_call, outputs[0], outputs[1])

@@ -202,7 +202,7 @@ def _run_target(target: ModelAdapter, inputs: ModelInputs, device: str, cotangen
                 plan: TransferPlan) -> Any:
     """Gradients only for the target's trainable weights that received source weights."""
     trainable = set(target.trainable_names())
-    carried = [name for pair in plan.pairs for name in pair.target.variables() if name in trainable]
+    carried = list(dict.fromkeys(name for pair in plan.pairs for name in pair.target.variables() if name in trainable))
     return target.run(inputs, device, cotangents, grad_weights=carried if cotangents is not None else None)
 
 
