@@ -6,6 +6,8 @@ Both models are recorded with the same weights (the target's carried from the so
 - a pair whose inputs already differ while the previous pair's outputs agreed points at what runs between two
   parametrised layers (activations, pooling, reshapes); the likely activation on each side is told by trying the
   common ones on the previous output.
+Between an attention's value and output projections, the attention each side computes is found by recomputing the
+common variants (head count, head split order, score scaling) from the agreeing q/k/v projections.
 Keras layers are recorded before their built-in activation, so a Dense(activation="relu") output compares with the
 Linear's output, and the relu shows up between the layers, where the PyTorch port applies it.
 """
@@ -153,6 +155,7 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
     ``layers``, when given, receives one plain-dict row per layer pair compared, up to and including the one that
     diverges (the per-layer table of the HTML report)."""
     rows = layers if layers is not None else []
+    projections: dict[str, np.ndarray] = {}  # the agreeing query/key/value projections of the attention being walked
     previous: tuple[ParamOp, ParamOp, LayerCall | None, LayerCall | None, np.ndarray, np.ndarray] | None = None
     for pair in plan.pairs:
         source_call, target_call = _call_for(source, pair.source), _call_for(target, pair.target)
@@ -170,8 +173,11 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
             row["inputs_max_abs"] = _plain(agreement.max_abs)
             if not agreement.passed:
                 row["agrees"] = False
-                return _between(previous, pair.source, pair.target, source, target, source_call, target_call,
+                text = _between(previous, pair.source, pair.target, source, target, source_call, target_call,
                                 inputs, agreement)
+                if _role(pair) == "output":
+                    text += _causes_text(_attention_causes(projections, inputs))
+                return text
         outputs = _comparable(source_call.output, None if target_call.output is None else
                               _in_source_layout(target_call.output, layouts))
         if outputs is None:
@@ -195,6 +201,9 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
             return (f"first divergence at {label}: its inputs agree but its outputs differ ({_figures(agreement)})"
                     + _causes_text(causes))
         previous = (pair.source, pair.target, source_call, target_call, outputs[0], outputs[1])
+        role = _role(pair)
+        if role in ATTENTION_INPUTS:
+            projections[str(role)] = outputs[0]
     if previous is None:
         return None
     source_after = _calls_between(source, previous[2], None)
@@ -203,6 +212,76 @@ def locate(plan: TransferPlan, source: ModelStructure, target: ModelStructure, l
             f"difference arises after it: source runs {source_after or 'nothing more'}, target runs "
             f"{target_after or 'nothing more'} (an activation such as the final softmax, or what the model does "
             f"outside its layers, differs)")
+
+
+ATTENTION_INPUTS = ("query", "key", "value")
+
+
+def _role(pair: Any) -> str | None:
+    """What a Gemm does in an attention ("query", ..., "output"), as whichever side knows it says."""
+    return pair.source.attributes.get("attention") or pair.target.attributes.get("attention")
+
+
+def _attention(query: np.ndarray, key: np.ndarray, value: np.ndarray, heads: int, heads_first: bool,
+               scale: float) -> np.ndarray:
+    """Scaled dot-product attention without mask on [batch, seq, features] projections, the features split into
+    ``heads`` as [heads, head_dim] (``heads_first``) or [head_dim, heads], merged back the same way."""
+    def split(x: np.ndarray) -> np.ndarray:
+        batch, length, size = x.shape
+        if heads_first:
+            return x.reshape(batch, length, heads, size // heads).transpose(0, 2, 1, 3)
+        return x.reshape(batch, length, size // heads, heads).transpose(0, 3, 1, 2)
+
+    scores = split(query) @ split(key).transpose(0, 1, 3, 2) * scale
+    weights = _softmax(scores)
+    merged = weights @ split(value)
+    batch, _, length, head_dim = merged.shape
+    if heads_first:
+        return merged.transpose(0, 2, 1, 3).reshape(batch, length, heads * head_dim)
+    return merged.transpose(0, 2, 3, 1).reshape(batch, length, heads * head_dim)
+
+
+def _attention_variants(size: int, key_size: int) -> list[tuple[str, int, bool, float]]:
+    variants = []
+    for heads in (h for h in range(1, size + 1) if size % h == 0 and key_size % h == 0):
+        head_dim = key_size // heads
+        for heads_first in (True, False) if 1 < heads < size else (True,):
+            layout = "[heads, head_dim]" if heads_first else "[head_dim, heads] (heads swapped in the reshape)"
+            for scaling, scale in ((f"scaled by 1/sqrt(head_dim) = 1/sqrt({head_dim})", 1 / math.sqrt(head_dim)),
+                                   ("not scaled (the 1/sqrt(head_dim) scaling missing)", 1.0),
+                                   (f"scaled by 1/sqrt(hidden) = 1/sqrt({key_size})", 1 / math.sqrt(key_size)),
+                                   (f"scaled by 1/head_dim = 1/{head_dim}", 1 / head_dim)):
+                if heads == 1 and scaling.startswith("scaled by 1/sqrt(hidden)"):
+                    continue  # the same as 1/sqrt(head_dim)
+                variants.append((f"{heads} head(s), features split as {layout}, scores {scaling}", heads,
+                                 heads_first, scale))
+    return variants
+
+
+def _attention_causes(projections: dict[str, np.ndarray],
+                      inputs: tuple[np.ndarray, np.ndarray]) -> list[str]:
+    """Which attention each side computes between its (agreeing) q/k/v projections and its output projection, found
+    by recomputing the common variants (head count and split order, scaling) and keeping the one that reproduces each
+    side's recorded input of the output projection. Said only when both sides are reproduced: a mask or an attention
+    not among the variants gives no cause rather than a wrong one."""
+    if set(projections) != set(ATTENTION_INPUTS) or inputs[0].ndim != 3:
+        return []
+    query, key, value = (projections[role].reshape(*projections[role].shape[:2], -1).astype(np.float64)
+                         for role in ATTENTION_INPUTS)
+    if query.shape[-1] != key.shape[-1] or value.shape[-1] != inputs[0].shape[-1] or \
+            key.shape[:2] != value.shape[:2]:
+        return []
+    found: list[str | None] = []
+    for side in inputs:
+        scale = max(float(np.max(np.abs(side))), 1e-30)
+        found.append(next((text for text, count, heads_first, factor in
+                           _attention_variants(value.shape[-1], query.shape[-1])
+                           if np.allclose(_attention(query, key, value, count, heads_first, factor), side,
+                                          rtol=1e-3, atol=1e-4 * scale)), None))
+    if found[0] is None or found[1] is None or found[0] == found[1]:
+        return []
+    return [f"the attention between the value and the output projections differs; recomputed from the agreeing "
+            f"query/key/value projections, the source's is {found[0]}, the target's {found[1]}"]
 
 
 def _plain(figure: float) -> float | str:

@@ -1,9 +1,10 @@
 """Pair the two models' parametrised ops, carry the source's weights into the target, and carry gradients back.
 
-Pairing is by order of use: the i-th parametrised op the source calls corresponds to the i-th of the target. A pair
-must agree in ONNX op type, in which tensors it has (a bias on one side only is a port defect, not a detail) and in
-their shapes, and in the attributes that decide what a recurrent op computes. Where they part, the error shows both
-models side by side and marks the row.
+Pairing is by order of use: the i-th parametrised op the source calls corresponds to the i-th of the target, except
+within a run of consecutive embedding lookups, paired by table shape (embeddings added together are called in any
+order). A pair must agree in ONNX op type, in which tensors it has (a bias on one side only is a port defect, not a
+detail) and in their shapes, and in the attributes that decide what a recurrent op or an attention computes. Where
+they part, the error shows both models side by side and marks the row.
 
 Flatten after a convolution: Keras flattens an NHWC feature map in (H, W, C) order, PyTorch an NCHW one in (C, H, W)
 order, unless the port permutes first on purpose, so the Dense/Linear that follows may see its inputs permuted. With the
