@@ -103,3 +103,17 @@ def test_attention_the_transfer_cannot_pair_gets_the_side_by_side_table():
     marked = next(line for line in lines if line.lstrip().startswith("->"))
     assert "attention/query (EinsumDense) Gemm W[16,8] B[16]" in marked, marked
     assert "!= attention.attention[query] (MultiheadAttention) Gemm W[8,8] B[8]" in marked, marked
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_padding_row_that_torch_never_trains_is_named_not_taken_for_a_near_tie(direction):
+    source, target = _oriented(twins.keras_tiny_bert, lambda: twins.torch_tiny_bert(padding_idx=0), direction)
+    token_ids, segment_ids = _inputs("tokens", np.random.default_rng(5))
+    token_ids[:, -1] = 0  # a padded position: id 0 is in the inputs
+    with pytest.raises(ParityError) as failure:
+        _run(source, target, (token_ids, segment_ids), "padding")
+    result = failure.value.result
+    assert result.outputs.passed
+    assert "differs only in row 0" in result.diagnosis and "padding_idx=0" in result.diagnosis
+    assert "word_embeddings" in result.diagnosis
+    assert "near-tie" not in str(failure.value)

@@ -449,3 +449,37 @@ def test_gelu_variants_are_told_apart():
     exact = divergence.ACTIVATIONS["exact gelu (erf; nn.GELU(), keras gelu(approximate=False))"](before)
     assert divergence._activation_between(before, exact).startswith("exact gelu")
     assert divergence._activation_between(before, divergence._gelu_tanh(before)).startswith("tanh-approximate gelu")
+
+
+def test_recorded_activations_compare_across_head_split_and_broadcast_shapes():
+    heads_split = rng.standard_normal((2, 5, 2, 4))
+    source, target = divergence._comparable(heads_split, heads_split.reshape(2, 5, 8))
+    assert source.shape == target.shape == (2, 5, 8) and np.array_equal(source, target)
+    positions = rng.standard_normal((1, 5, 8))
+    source, target = divergence._comparable(np.broadcast_to(positions, (3, 5, 8)), positions)
+    assert np.array_equal(source, target)
+    assert divergence._comparable(rng.standard_normal((2, 40)), rng.standard_normal((2, 5, 8))) is None
+
+
+def _padding_plan(padding_idx):
+    source = ModelStructure([ParamOp("Gather", "tokens", "Embedding", {"data": same("tokens")})], [])
+    target = ModelStructure([ParamOp("Gather", "words", "Embedding", {"data": same("words")},
+                                     {"padding_idx": padding_idx})], [])
+    values = {"tokens": np.zeros((6, 3)), "words": np.zeros((6, 3))}
+    return plan_transfer(source, target, values, values, "a", "b")
+
+
+def test_an_embedding_gradient_differing_only_in_the_padding_row_is_explained():
+    from pytest_parity.verdict.compare import compare_arrays
+
+    source_grad = rng.standard_normal((6, 3))
+    carried = source_grad.copy()
+    carried[2] = 0  # nn.Embedding(padding_idx=2) gives that row no gradient
+    grads = {"tokens": compare_arrays("tokens", carried, source_grad, atol=1e-4, rtol=1e-3)}
+    text, explained = divergence.padding_rows(_padding_plan(2), grads, {"tokens": source_grad}, {"tokens": carried},
+                                              1e-4, 1e-3)
+    assert explained == ("tokens",) and "differs only in row 2" in text and "padding_idx=2" in text
+    carried[4] += 1  # another row differs too: not (only) the padding row, so nothing is claimed
+    grads = {"tokens": compare_arrays("tokens", carried, source_grad, atol=1e-4, rtol=1e-3)}
+    assert divergence.padding_rows(_padding_plan(2), grads, {"tokens": source_grad}, {"tokens": carried},
+                                   1e-4, 1e-3) == (None, ())

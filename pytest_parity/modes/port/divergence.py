@@ -88,6 +88,12 @@ def _comparable(source: np.ndarray | None, target: np.ndarray | None) -> tuple[n
         if source.shape[:common] == target.shape[:common] and source.size == target.size:
             shape = (*source.shape[:common], -1)
             return source.reshape(shape), target.reshape(shape)
+    # keras-hub's PositionEmbedding gives its rows broadcast to [batch, seq, E]; an nn.Embedding on arange gives
+    # [1, seq, E].
+    for small, large, swap in ((target, source, False), (source, target, True)):
+        if small.ndim == large.ndim and small.shape[0] == 1 and small.shape[1:] == large.shape[1:]:
+            small = np.broadcast_to(small, large.shape)
+            return (small, large) if swap else (large, small)
     squeezed = np.squeeze(source), np.squeeze(target)
     if squeezed[0].shape == squeezed[1].shape:
         return squeezed
@@ -282,6 +288,35 @@ def _attention_causes(projections: dict[str, np.ndarray],
         return []
     return [f"the attention between the value and the output projections differs; recomputed from the agreeing "
             f"query/key/value projections, the source's is {found[0]}, the target's {found[1]}"]
+
+
+def padding_rows(plan: TransferPlan, grads: dict[str, compare.Comparison], source_grads: dict[str, np.ndarray],
+                 carried: dict[str, np.ndarray | None], atol: float,
+                 rtol: float) -> tuple[str | None, tuple[str, ...]]:
+    """Embedding gradients that differ only in an nn.Embedding's padding_idx row, which PyTorch never trains and Keras
+    does: (the diagnosis, the gradients it explains), or (None, ()) where that is not what the data shows."""
+    texts, explained = [], []
+    for pair in plan.pairs:
+        paddings = {pair.source.attributes.get("padding_idx"), pair.target.attributes.get("padding_idx")} - {None}
+        if pair.source.op != "Gather" or len(paddings) != 1 or \
+                pair.source.attributes.get("padding_idx") == pair.target.attributes.get("padding_idx"):
+            continue
+        (name,) = pair.source.bindings["data"].variables
+        ours, theirs = source_grads.get(name), carried.get(name)
+        if name not in grads or grads[name].passed or ours is None or theirs is None:
+            continue
+        differing = np.flatnonzero(np.any(np.abs(theirs - ours) > atol + rtol * np.abs(ours), axis=1))
+        padding = next(int(value) for value in paddings if value is not None)
+        if list(differing) != [padding]:
+            continue
+        torch_side = pair.source if "padding_idx" in pair.source.attributes else pair.target
+        texts.append(f"the gradient of {name!r} differs only in row {padding}: {torch_side.label()} is an "
+                     f"nn.Embedding with padding_idx={padding}, whose row {padding} gets no gradient (it is never "
+                     f"trained), while the Keras Embedding trains every row; the outputs agree, but training "
+                     f"would move that row on one side only. Drop padding_idx, or keep that row from training on the "
+                     f"Keras side, for the two to train alike")
+        explained.append(name)
+    return ("; ".join(texts) or None), tuple(explained)
 
 
 def _plain(figure: float) -> float | str:

@@ -257,6 +257,13 @@ def _embedding(layer: Any, names: dict[int, str], call: LayerCall | None) -> lis
     return [ParamOp("Gather", layer.path, type(layer).__name__, {"data": same(names[id(layer.embeddings)])})]
 
 
+def _position_embedding(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    """keras-hub's PositionEmbedding: a table whose first rows are taken for a sequence, as an nn.Embedding looks up
+    arange(length)."""
+    return [ParamOp("Gather", layer.path, type(layer).__name__,
+                    {"data": same(names[id(layer.position_embeddings)])})]
+
+
 # -- recurrent layers ------------------------------------------------------------------------------------------------
 
 RECURRENT_OPS = {"LSTM": ("LSTM", 4, LSTM_KERAS_TO_ONNX), "GRU": ("GRU", 3, GRU_KERAS_TO_ONNX),
@@ -353,6 +360,7 @@ RULES: dict[str, Rule] = {
     "RMSNormalization": _rms_norm,
     "EinsumDense": _einsum_dense,
     "Embedding": _embedding,
+    "PositionEmbedding": _position_embedding,  # keras_hub.layers
     "LSTM": _recurrent, "GRU": _recurrent, "SimpleRNN": _recurrent,
     "Bidirectional": _bidirectional,
 }
@@ -363,7 +371,7 @@ FUSED_ACTIVATION = {"Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "Depth
 
 def _rule_for(layer: Any) -> Rule | None:
     for cls in type(layer).__mro__:
-        if cls.__module__.split(".")[0] in ("keras", "tf_keras") and cls.__name__ in RULES:
+        if cls.__module__.split(".")[0] in ("keras", "tf_keras", "keras_hub") and cls.__name__ in RULES:
             return RULES[cls.__name__]
     return None
 

@@ -164,6 +164,9 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             if not outputs.passed:
                 result.diagnosis = _locate(plan, source, target, inputs, target_inputs, source_structure, layouts,
                                            settings, device, result.layers)
+            elif grads:
+                result.diagnosis, result.explained_gradients = divergence.padding_rows(
+                    plan, grads, source_weight_grads or {}, carried, settings.grad_atol, settings.grad_rtol)
             raise ParityError(failure_message(result, source.description, target.description), result)
     return result
 

@@ -164,7 +164,9 @@ def _attention_part_calls(path: str, module: Any, args: Any, kwargs: dict[str, A
 
 
 def _embedding(path: str, module: Any, names: dict[int, str]) -> list[ParamOp]:
-    return [ParamOp("Gather", path, type(module).__name__, {"data": same(_name(names, module.weight))})]
+    # padding_idx: that row gets no gradient (HF BERT's word embeddings, padding_idx=pad_token_id), unlike Keras'.
+    attributes = {} if module.padding_idx is None else {"padding_idx": int(module.padding_idx)}
+    return [ParamOp("Gather", path, type(module).__name__, {"data": same(_name(names, module.weight))}, attributes)]
 
 
 RECURRENT = {"LSTM": ("LSTM", LSTM_TORCH_TO_ONNX, ["sigmoid", "tanh"]),
