@@ -15,7 +15,7 @@ import pytest
 
 from fixtures import transformer_ports as twins
 from pytest_parity.check import run_check
-from pytest_parity.errors import ParityError, WeightTransferError
+from pytest_parity.errors import ParityError, ParityUsageError, WeightTransferError
 from pytest_parity.settings import ParitySettings
 
 DIRECTIONS = ("keras->torch", "torch->keras")
@@ -117,3 +117,25 @@ def test_padding_row_that_torch_never_trains_is_named_not_taken_for_a_near_tie(d
     assert "differs only in row 0" in result.diagnosis and "padding_idx=0" in result.diagnosis
     assert "word_embeddings" in result.diagnosis
     assert "near-tie" not in str(failure.value)
+
+
+def test_inputs_the_target_names_differently_are_named_on_both_sides():
+    import keras
+    import torch
+
+    hidden = keras.Input((twins.SEQUENCE, twins.HIDDEN), name="hidden_states")
+    keras_model = keras.Model({"hidden_states": hidden}, keras.layers.Dense(twins.HIDDEN, name="fc")(hidden))
+
+    class Projection(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(twins.HIDDEN, twins.HIDDEN)
+
+        def forward(self, inputs_embeds):
+            return self.fc(inputs_embeds)
+
+    with pytest.raises(ParityUsageError) as failure:
+        _run(keras_model, Projection(), {"hidden_states": _inputs("sequence", np.random.default_rng(6))}, "names")
+    message = str(failure.value)
+    assert "passed to both models by name (hidden_states); the target takes inputs_embeds" in message, message
+    assert "Check layouts=" not in message
