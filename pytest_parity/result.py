@@ -243,6 +243,8 @@ class ParityResult:
     conversion_cache: str | None = None
     # Filled only on failure: which step (convert mode) or which layer (port mode) diverged.
     diagnosis: str | None = None
+    # Gradients whose difference the diagnosis explains (verified), so no generic hint guesses at them.
+    explained_gradients: tuple[str, ...] = ()
     # Filled only on failure of a PyTorch source whose float64 run shows the differences are float32 rounding of the
     # model itself (float64_referee): that finding, with its figures.
     float32_rounding: str | None = None

@@ -124,7 +124,7 @@ def subgradient_hint(result: ParityResult) -> str | None:
         return None
     # Input gradients, or in a deep model only weight gradients (a ReLU near-tie deep inside is diluted on its way
     # back to the input): the sign is the same, few elements of each differing tensor.
-    failing = [c for c in result.grads.values() if not c.passed]
+    failing = [c for c in result.grads.values() if not c.passed and c.name not in result.explained_gradients]
     if not failing or any(c.problem or c.mismatched > SPARSE_GRADIENT_SHARE * c.total for c in failing):
         return None
     worst = max(failing, key=lambda c: c.mismatched / max(c.total, 1))

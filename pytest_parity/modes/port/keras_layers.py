@@ -155,16 +155,113 @@ def _batch_norm(layer: Any, names: dict[int, str], call: LayerCall | None) -> li
 
 def _layer_norm(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
     bindings: dict[str, Binding] = {}
-    if layer.scale:
+    if getattr(layer, "gamma", None) is not None:
         bindings["scale"] = same(names[id(layer.gamma)])
-    if layer.center:
+    if getattr(layer, "rms_scaling", False):
+        # LayerNormalization(rms_scaling=True) (deprecated for RMSNormalization): no centring, no beta.
+        return [ParamOp("RMSNormalization", layer.path, type(layer).__name__, bindings,
+                        {"epsilon": float(layer.epsilon), "axis": layer.axis})]
+    if getattr(layer, "beta", None) is not None:
         bindings["B"] = same(names[id(layer.beta)])
     return [ParamOp("LayerNormalization", layer.path, type(layer).__name__, bindings,
                     {"epsilon": float(layer.epsilon), "axis": layer.axis})]
 
 
+def _rms_norm(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    epsilon = layer.epsilon
+    if epsilon is None:
+        import keras
+
+        epsilon = keras.config.epsilon()
+    return [ParamOp("RMSNormalization", layer.path, type(layer).__name__, {"scale": same(names[id(layer.scale)])},
+                    {"epsilon": float(epsilon), "axis": layer.axis})]
+
+
+def _einsum_as_gemm(layer: Any) -> tuple[tuple[int, ...], str, str] | str:
+    """(kernel axes in Gemm order: contracted then free, the output's free axes, the batch axes), or why the
+    equation is no matrix product.
+
+    An EinsumDense is a Gemm when the kernel's contracted axes are the input's trailing axes and its free axes the
+    output's trailing axes, with the same leading (batch) axes before both: MultiHeadAttention's "abc,cde->abde"
+    (q/k/v: [hidden] -> [heads, head_dim]) and "abcd,cde->abe" (output: [heads, head_dim] -> [hidden])."""
+    equation = layer.equation.replace(" ", "")
+    inputs, _, output = equation.partition("->")
+    input_spec, _, kernel_spec = inputs.partition(",")
+    if input_spec.startswith("...") and output.startswith("..."):
+        input_spec, output = input_spec[3:], output[3:]
+    if "." in input_spec + kernel_spec + output:
+        return "an ellipsis elsewhere than before the input's and output's leading axes"
+    contracted = "".join(char for char in input_spec if char in kernel_spec and char not in output)
+    free = "".join(char for char in output if char in kernel_spec)
+    batch = input_spec[: len(input_spec) - len(contracted)]
+    if any(char in input_spec and char in output for char in kernel_spec):
+        return f"kernel axes {kernel_spec!r} shared by the input and the output (a batched product)"
+    if not input_spec.endswith(contracted) or output != batch + free or \
+            sorted(contracted + free) != sorted(kernel_spec):
+        return (f"the kernel's contracted axes {contracted!r} must be the input's trailing axes and its other axes "
+                f"{free!r} the output's, after the same leading axes")
+    return tuple(kernel_spec.index(char) for char in contracted + free), free, batch
+
+
+def _einsum_dense(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    """EinsumDense as a Gemm: W = kernel with its contracted axes first, reshaped to [in, out], transposed to ONNX's
+    [out, in]; the bias, over the output's free axes, flattened to B [out]."""
+    analysed = _einsum_as_gemm(layer)
+    if isinstance(analysed, str):
+        raise ParityUsageError(
+            f"Keras layer {layer.path!r} (EinsumDense, equation {layer.equation!r}) is no matrix product port mode can "
+            f"carry as a Gemm: {analysed}.")
+    order, free, _ = analysed
+    shape = tuple(int(size) for size in layer.kernel.shape)
+    ordered = tuple(shape[axis] for axis in order)
+    inverse = tuple(int(axis) for axis in np.argsort(order))
+    size_in = int(np.prod(ordered[: len(order) - len(free)]))
+
+    def to_onnx(kernel: np.ndarray) -> np.ndarray:
+        return np.transpose(kernel, order).reshape(size_in, -1).T
+
+    def from_onnx(weight: np.ndarray) -> np.ndarray:
+        return np.transpose(weight.T.reshape(ordered), inverse)
+
+    bindings = {"W": moved(names[id(layer.kernel)], to_onnx, from_onnx)}
+    if getattr(layer, "bias", None) is not None:
+        bias_shape = tuple(int(size) for size in layer.bias.shape)
+        if sorted(layer.bias_axes) != sorted(free) or len(bias_shape) != len(free):
+            raise ParityUsageError(
+                f"Keras layer {layer.path!r} (EinsumDense, equation {layer.equation!r}) has a bias over axes "
+                f"{layer.bias_axes!r}, broadcast over the output's other axes {free!r}; a Gemm bias covers every "
+                f"output feature, so port mode cannot carry it. Use bias_axes={free!r}.")
+        bindings["B"] = moved(names[id(layer.bias)], lambda b: b.reshape(-1), lambda b: b.reshape(bias_shape))
+    return [ParamOp("Gemm", layer.path, type(layer).__name__, bindings,
+                    {"equation": layer.equation, **_fused_activation(layer)})]
+
+
+def _attention_roles(model: Any) -> dict[int, dict[str, Any]]:
+    """The EinsumDense sublayers of each MultiHeadAttention -> their role and head split (as nn.MultiheadAttention's
+    ops say theirs), so that a head count that differs is named before anything runs."""
+    roles: dict[int, dict[str, Any]] = {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if not any(cls.__name__ == "MultiHeadAttention" and cls.__module__.startswith("keras")
+                   for cls in type(layer).__mro__):
+            continue
+        for role, sublayer in (("query", "_query_dense"), ("key", "_key_dense"), ("value", "_value_dense"),
+                               ("output", "_output_dense")):
+            dense = getattr(layer, sublayer, None)
+            if dense is not None:
+                roles[id(dense)] = {"attention": role, "heads": int(layer.num_heads),
+                                    "head_dim": int(layer.value_dim if role in ("value", "output") else layer.key_dim)}
+    return roles
+
+
 def _embedding(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
     return [ParamOp("Gather", layer.path, type(layer).__name__, {"data": same(names[id(layer.embeddings)])})]
+
+
+def _position_embedding(layer: Any, names: dict[int, str], call: LayerCall | None) -> list[ParamOp]:
+    """keras-hub's PositionEmbedding: a table whose first rows are taken for a sequence, as an nn.Embedding looks up
+    arange(length)."""
+    return [ParamOp("Gather", layer.path, type(layer).__name__,
+                    {"data": same(names[id(layer.position_embeddings)])})]
 
 
 # -- recurrent layers ------------------------------------------------------------------------------------------------
@@ -260,18 +357,21 @@ RULES: dict[str, Rule] = {
     "Conv1DTranspose": _conv_transpose, "Conv2DTranspose": _conv_transpose, "Conv3DTranspose": _conv_transpose,
     "BatchNormalization": _batch_norm,
     "LayerNormalization": _layer_norm,
+    "RMSNormalization": _rms_norm,
+    "EinsumDense": _einsum_dense,
     "Embedding": _embedding,
+    "PositionEmbedding": _position_embedding,  # keras_hub.layers
     "LSTM": _recurrent, "GRU": _recurrent, "SimpleRNN": _recurrent,
     "Bidirectional": _bidirectional,
 }
 # Layers whose output is recorded before their built-in activation, so it compares with a torch layer's output.
-FUSED_ACTIVATION = {"Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
-                    "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+FUSED_ACTIVATION = {"Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D",
+                    "SeparableConv1D", "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
 
 
 def _rule_for(layer: Any) -> Rule | None:
     for cls in type(layer).__mro__:
-        if cls.__module__.split(".")[0] in ("keras", "tf_keras") and cls.__name__ in RULES:
+        if cls.__module__.split(".")[0] in ("keras", "tf_keras", "keras_hub") and cls.__name__ in RULES:
             return RULES[cls.__name__]
     return None
 
@@ -350,6 +450,7 @@ def record(adapter: Any, inputs: Any, device: str) -> ModelStructure:
 def read_structure(adapter: Any, leaves: list[Any], calls: list[LayerCall]) -> ModelStructure:
     names = {id(variable): name for name, variable in adapter._variables.items()}
     by_path = {layer.path: layer for layer in leaves}
+    roles = _attention_roles(adapter.model)
     ops: list[ParamOp] = []
     seen: set[str] = set()
     for call in calls:
@@ -365,7 +466,12 @@ def read_structure(adapter: Any, leaves: list[Any], calls: list[LayerCall]) -> M
                     f"{[v.path for v in layer.weights]} but port mode has no ONNX rule for it, so they cannot be "
                     f"carried across. Supported: {', '.join(sorted(RULES))}.")
             continue
-        ops.extend(rule(layer, names, call))
+        layer_ops = rule(layer, names, call)
+        for op in layer_ops:
+            if id(layer) in roles:
+                op.attributes.update(roles[id(layer)])
+                op.structural = (*op.structural, "heads")
+        ops.extend(layer_ops)
     unused = {layer.path: "never called on these inputs" for layer in leaves
               if layer.path not in seen and layer.weights}
     return ModelStructure(ops, calls, unused)

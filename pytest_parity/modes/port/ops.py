@@ -13,6 +13,11 @@ adjoint is the other map and a rule gives just export and load. The exception is
 where ONNX has two (Keras LSTM ``bias`` vs ONNX B = [Wb, Rb]): loading sums Wb + Rb, so its adjoint copies the gradient
 to both.
 A source weight's gradient as the target sees it is then ``source.export_adjoint(target.load_adjoint(target grads))``.
+
+Where one framework fuses what ONNX keeps apart (nn.MultiheadAttention's ``in_proj_weight`` [3E, E] holds the q, k and v
+Gemm weights), each ONNX tensor is bound to a ``Block`` of the variable: export takes that block, load gives the block
+only, and ``merge_into`` writes it into the variable (values on load, gradients on export_adjoint), so the three Gemms
+fill one variable between them.
 """
 
 from __future__ import annotations
@@ -44,6 +49,21 @@ def restore_gates(array: np.ndarray, order: tuple[int, ...], axis: int) -> np.nd
     return reorder_gates(array, tuple(int(i) for i in np.argsort(order)), axis)
 
 
+@dataclass(frozen=True)
+class Block:
+    """The ``index``-th of ``count`` equal blocks of a variable along ``axis`` (rows 0:E, E:2E, 2E:3E of in_proj)."""
+
+    index: int
+    count: int
+    axis: int = 0
+
+    def take(self, array: np.ndarray) -> np.ndarray:
+        return np.split(array, self.count, axis=self.axis)[self.index]
+
+    def describe(self) -> str:
+        return f"block {self.index + 1} of {self.count}" + (f" along axis {self.axis}" if self.axis else "")
+
+
 @dataclass
 class Binding:
     """One ONNX input tensor of a ParamOp and the framework variables (by global name) it is made of."""
@@ -55,6 +75,8 @@ class Binding:
     load_adjoint: Callable[[Values], np.ndarray] | None = None
     # For tensors stacked over directions: one binding per direction, so names can be paired direction by direction.
     parts: list[Binding] | None = None
+    # Set when the ONNX tensor is one block of a variable (see Block): load and export_adjoint give that block only.
+    block: Block | None = None
 
     def export_gradient(self, gradient: np.ndarray) -> Values:
         return (self.export_adjoint or self.load)(gradient)
@@ -71,6 +93,31 @@ def moved(variable: str, to_onnx: Callable[[np.ndarray], np.ndarray],
 
 def same(variable: str) -> Binding:
     return moved(variable, lambda a: a, lambda a: a)
+
+
+def block_of(variable: str, block: Block, to_onnx: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+             from_onnx: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> Binding:
+    """One block of a variable <-> one ONNX tensor (to_onnx/from_onnx act on the block, as in ``moved``)."""
+    return Binding((variable,), lambda values: to_onnx(block.take(values[variable])),
+                   lambda tensor: {variable: from_onnx(tensor)}, block=block)
+
+
+def merge_into(into: Values, binding: Binding, pieces: Values) -> None:
+    """Values (or gradients) a binding gave for its variables, written into ``into``: whole, or as its block."""
+    block = binding.block
+    for name, piece in pieces.items():
+        if block is None:
+            into[name] = piece
+            continue
+        shape = list(piece.shape)
+        shape[block.axis] *= block.count
+        whole = into.get(name)
+        if whole is None or whole.shape != tuple(shape):
+            whole = into[name] = np.zeros(shape, piece.dtype)
+        size = piece.shape[block.axis]
+        index: list[Any] = [slice(None)] * piece.ndim
+        index[block.axis] = slice(block.index * size, (block.index + 1) * size)
+        whole[tuple(index)] = piece
 
 
 def stacked(parts: list[Binding]) -> Binding:
@@ -111,7 +158,7 @@ class ParamOp:
     def load(self, tensors: Values) -> Values:
         loaded: Values = {}
         for name, binding in self.bindings.items():
-            loaded.update(binding.load(tensors[name]))
+            merge_into(loaded, binding, binding.load(tensors[name]))
         return loaded
 
     def variables(self) -> tuple[str, ...]:
@@ -141,9 +188,12 @@ class ModelStructure:
     calls: list[LayerCall]
     # Layers that hold weights but were never called on these inputs: their weights cannot matter here.
     unused: dict[str, str] = field(default_factory=dict)
+    # Calls of the ops inside one module that runs several (nn.MultiheadAttention: "attn[q]" ... "attn[out]"), as far
+    # as they can be told from what goes in and out of the module; not part of the call order.
+    part_calls: list[LayerCall] = field(default_factory=list)
 
     def call_of(self, layer: str) -> LayerCall | None:
-        return next((call for call in self.calls if call.layer == layer), None)
+        return next((call for call in [*self.calls, *self.part_calls] if call.layer == layer), None)
 
 
 def shape_text(shape: tuple[int, ...]) -> str:

@@ -8,6 +8,7 @@ trace in the user's models.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -164,6 +165,9 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             if not outputs.passed:
                 result.diagnosis = _locate(plan, source, target, inputs, target_inputs, source_structure, layouts,
                                            settings, device, result.layers)
+            elif grads:
+                result.diagnosis, result.explained_gradients = divergence.padding_rows(
+                    plan, grads, source_weight_grads or {}, carried, settings.grad_atol, settings.grad_rtol)
             raise ParityError(failure_message(result, source.description, target.description), result)
     return result
 
@@ -191,18 +195,44 @@ def _explaining_target_failure(target: ModelAdapter, inputs: ModelInputs, step: 
     except ParityUsageError:
         raise
     except Exception as error:
+        names = _input_names(target) if inputs.kind == "named" else None
+        by_name = (f"\nThe inputs are passed to both models by name ({', '.join(inputs.names)}); the target takes "
+                   f"{', '.join(names)}. Port mode gives both models the same inputs, so the two must name their "
+                   f"inputs alike (wrap one model to rename them)." if names and set(names) != set(inputs.names)
+                   else "")
         raise ParityUsageError(
             f"Running the target model ({target.description}) on the inputs converted to its layout "
-            f"({inputs.describe()}) failed with {error_summary(error)}\n"
-            f"Check layouts=(source_layout, target_layout): inputs are given in the source's layout and permuted for "
-            f"the target.") from None
+            f"({inputs.describe()}) failed with {error_summary(error)}"
+            + (by_name or "\nCheck layouts=(source_layout, target_layout): inputs are given in the source's layout and "
+                          "permuted for the target.")) from None
+
+
+def _input_names(adapter: ModelAdapter) -> list[str] | None:
+    """The names a model takes its inputs by, where it says (a Keras functional model's inputs, a torch forward's
+    parameters); None where it does not. Only for the message above: it must never fail."""
+    try:
+        model = getattr(adapter, "model", None)
+        if model is not None:
+            spec = getattr(model, "input", None)
+            if isinstance(spec, dict):
+                return list(spec)
+            if isinstance(spec, (list, tuple)):
+                return [str(getattr(tensor, "name", "?")).split(":")[0] for tensor in spec]
+            return None
+        module = getattr(adapter, "module", None)
+        if module is None:
+            return None
+        parameters = inspect.signature(module.forward).parameters.values()
+        return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][:8]
+    except Exception:
+        return None
 
 
 def _run_target(target: ModelAdapter, inputs: ModelInputs, device: str, cotangents: list[Any] | None,
                 plan: TransferPlan) -> Any:
     """Gradients only for the target's trainable weights that received source weights."""
     trainable = set(target.trainable_names())
-    carried = [name for pair in plan.pairs for name in pair.target.variables() if name in trainable]
+    carried = list(dict.fromkeys(name for pair in plan.pairs for name in pair.target.variables() if name in trainable))
     return target.run(inputs, device, cotangents, grad_weights=carried if cotangents is not None else None)
 
 

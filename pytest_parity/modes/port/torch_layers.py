@@ -17,9 +17,11 @@ from pytest_parity.modes.port.ops import (
     GRU_TORCH_TO_ONNX,
     LSTM_TORCH_TO_ONNX,
     Binding,
+    Block,
     LayerCall,
     ModelStructure,
     ParamOp,
+    block_of,
     moved,
     reorder_gates,
     restore_gates,
@@ -96,8 +98,75 @@ def _layer_norm(path: str, module: Any, names: dict[int, str]) -> list[ParamOp]:
                     {"epsilon": float(module.eps), "normalized_shape": list(module.normalized_shape)})]
 
 
+def _rms_norm(path: str, module: Any, names: dict[int, str]) -> list[ParamOp]:
+    bindings: dict[str, Binding] = {}
+    if module.weight is not None:
+        bindings["scale"] = same(_name(names, module.weight))
+    # eps=None is the input dtype's machine epsilon (the float32 one for the float32 models port mode runs).
+    epsilon = float(np.finfo(np.float32).eps) if module.eps is None else float(module.eps)
+    return [ParamOp("RMSNormalization", path, type(module).__name__, bindings,
+                    {"epsilon": epsilon, "normalized_shape": list(module.normalized_shape)})]
+
+
+ATTENTION_ROLES = ("query", "key", "value")
+
+
+def _attention(path: str, module: Any, names: dict[int, str]) -> list[ParamOp]:
+    """nn.MultiheadAttention as four Gemms, in the order the projections run: q, k, v (rows 0:E, E:2E, 2E:3E of the
+    fused in_proj_weight and in_proj_bias, or q/k/v_proj_weight when kdim/vdim differ), then out_proj."""
+    if module.bias_k is not None or module.add_zero_attn:
+        raise ParityUsageError(
+            f"PyTorch module {path!r} (MultiheadAttention) has add_bias_kv=True or add_zero_attn=True: they append a "
+            f"learned or zero key/value to the sequence, which Keras MultiHeadAttention has no equivalent of")
+    attributes = {"heads": int(module.num_heads), "head_dim": int(module.head_dim)}
+    ops = []
+    for index, role in enumerate(ATTENTION_ROLES):
+        block = Block(index, 3)
+        if module._qkv_same_embed_dim:
+            bindings = {"W": block_of(_name(names, module.in_proj_weight), block)}
+        else:
+            bindings = {"W": same(_name(names, getattr(module, f"{role[0]}_proj_weight")))}
+        if module.in_proj_bias is not None:
+            bindings["B"] = block_of(_name(names, module.in_proj_bias), block)
+        ops.append(ParamOp("Gemm", f"{path}[{role}]", type(module).__name__, bindings,
+                           {**attributes, "attention": role}, ("heads",)))
+    out = {"W": same(_name(names, module.out_proj.weight))}
+    if module.out_proj.bias is not None:
+        out["B"] = same(_name(names, module.out_proj.bias))
+    ops.append(ParamOp("Gemm", f"{path}[output]", type(module).__name__, out, {**attributes, "attention": "output"},
+                       ("heads",)))
+    return ops
+
+
+def _attention_part_calls(path: str, module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> list[LayerCall]:
+    """What the q, k, v projections inside nn.MultiheadAttention take and give (computed as the module does, with
+    F.linear on its own weights; the module calls no submodule for them), and the module's output as out_proj's. The
+    input of out_proj (the heads merged after attention) is not exposed, so it is left unrecorded."""
+    import torch
+
+    inputs = list(args) + [kwargs.get(name) for name in ("query", "key", "value")[len(args):]]
+    calls = []
+    with torch.no_grad():
+        for index, (role, tensor) in enumerate(zip(ATTENTION_ROLES, inputs)):
+            if tensor is None:
+                continue
+            if module._qkv_same_embed_dim:
+                weight = module.in_proj_weight.chunk(3)[index]
+            else:
+                weight = getattr(module, f"{role[0]}_proj_weight")
+            bias = None if module.in_proj_bias is None else module.in_proj_bias.chunk(3)[index]
+            batch_second = not module.batch_first and tensor.dim() == 3
+            calls.append(LayerCall(f"{path}[{role}]", type(module).__name__, _to_numpy(tensor, batch_second),
+                                   _to_numpy(torch.nn.functional.linear(tensor, weight, bias), batch_second)))
+    batch_second = not module.batch_first and _first_tensor(output).dim() == 3
+    calls.append(LayerCall(f"{path}[output]", type(module).__name__, None, _to_numpy(output, batch_second)))
+    return calls
+
+
 def _embedding(path: str, module: Any, names: dict[int, str]) -> list[ParamOp]:
-    return [ParamOp("Gather", path, type(module).__name__, {"data": same(_name(names, module.weight))})]
+    # padding_idx: that row gets no gradient (HF BERT's word embeddings, padding_idx=pad_token_id), unlike Keras'.
+    attributes = {} if module.padding_idx is None else {"padding_idx": int(module.padding_idx)}
+    return [ParamOp("Gather", path, type(module).__name__, {"data": same(_name(names, module.weight))}, attributes)]
 
 
 RECURRENT = {"LSTM": ("LSTM", LSTM_TORCH_TO_ONNX, ["sigmoid", "tanh"]),
@@ -161,6 +230,8 @@ RULES: dict[str, Rule] = {
     "ConvTranspose1d": _conv_transpose, "ConvTranspose2d": _conv_transpose, "ConvTranspose3d": _conv_transpose,
     "BatchNorm1d": _batch_norm, "BatchNorm2d": _batch_norm, "BatchNorm3d": _batch_norm,
     "LayerNorm": _layer_norm,
+    "RMSNorm": _rms_norm,
+    "MultiheadAttention": _attention,
     "Embedding": _embedding,
     "LSTM": _recurrent, "GRU": _recurrent, "RNN": _recurrent,
 }
@@ -215,21 +286,27 @@ def record(adapter: Any, inputs: Any, device: str) -> ModelStructure:
     """Run the model once in eval mode with a forward hook on every leaf module, then read the ops in call order."""
     leaves = leaf_modules(adapter.module)
     calls: list[LayerCall] = []
+    part_calls: list[LayerCall] = []
 
     def hook_for(path: str) -> Callable[..., None]:
-        def hook(module: Any, args: Any, output: Any) -> None:
+        def hook(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
             batch_second = _rule_for(module) is _recurrent and not module.batch_first
-            calls.append(LayerCall(path or type(module).__name__, type(module).__name__,
-                                   _to_numpy(args, batch_second), _to_numpy(output, batch_second)))
+            label = path or type(module).__name__
+            calls.append(LayerCall(label, type(module).__name__, _to_numpy(args, batch_second),
+                                   _to_numpy(output, batch_second)))
+            if _rule_for(module) is _attention:
+                part_calls.extend(_attention_part_calls(label, module, args, kwargs, output))
         return hook
 
-    handles = [module.register_forward_hook(hook_for(path)) for path, module in leaves]
+    handles = [module.register_forward_hook(hook_for(path), with_kwargs=True) for path, module in leaves]
     try:
         adapter.run(inputs, device, None)
     finally:
         for handle in handles:
             handle.remove()
-    return read_structure(adapter, leaves, calls)
+    structure = read_structure(adapter, leaves, calls)
+    structure.part_calls = part_calls
+    return structure
 
 
 def read_structure(adapter: Any, leaves: list[tuple[str, Any]], calls: list[LayerCall]) -> ModelStructure:

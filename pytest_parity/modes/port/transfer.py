@@ -1,9 +1,10 @@
 """Pair the two models' parametrised ops, carry the source's weights into the target, and carry gradients back.
 
-Pairing is by order of use: the i-th parametrised op the source calls corresponds to the i-th of the target. A pair
-must agree in ONNX op type, in which tensors it has (a bias on one side only is a port defect, not a detail) and in
-their shapes, and in the attributes that decide what a recurrent op computes. Where they part, the error shows both
-models side by side and marks the row.
+Pairing is by order of use: the i-th parametrised op the source calls corresponds to the i-th of the target, except
+within a run of consecutive embedding lookups, paired by table shape (embeddings added together are called in any
+order). A pair must agree in ONNX op type, in which tensors it has (a bias on one side only is a port defect, not a
+detail) and in their shapes, and in the attributes that decide what a recurrent op or an attention computes. Where
+they part, the error shows both models side by side and marks the row.
 
 Flatten after a convolution: Keras flattens an NHWC feature map in (H, W, C) order, PyTorch an NCHW one in (C, H, W)
 order, unless the port permutes first on purpose, so the Dense/Linear that follows may see its inputs permuted. With the
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pytest_parity.errors import WeightTransferError
-from pytest_parity.modes.port.ops import Binding, ModelStructure, ParamOp, Values, shape_text
+from pytest_parity.modes.port.ops import Binding, ModelStructure, ParamOp, Values, merge_into, shape_text
 
 # Why a structural attribute must agree, in words a user porting a model recognises.
 ATTRIBUTE_HINTS = {
@@ -35,6 +36,8 @@ ATTRIBUTE_HINTS = {
     "activations": "the recurrent activations differ; nn.LSTM and nn.GRU are fixed to sigmoid/tanh and nn.RNN offers "
                    "tanh or relu.",
     "hidden_size": "the number of units differs.",
+    "heads": "the number of attention heads differs; the projections' weights have the same shapes, but split into "
+             "heads of another size they compute another attention. Build both with the same num_heads.",
 }
 
 
@@ -89,23 +92,28 @@ class TransferPlan:
             tensors = pair.source.export(source_values)
             if pair.flatten is not None:
                 tensors["W"] = pair.flatten.to_target(tensors["W"])
-            target_values.update(pair.target.load(tensors))
+            for key, binding in pair.target.bindings.items():
+                merge_into(target_values, binding, binding.load(tensors[key]))
         return target_values
 
     def gradients_to_source(self, target_grads: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
         """Gradients w.r.t. the target's variables -> w.r.t. the source's variables (None where one is missing)."""
-        source_grads: dict[str, np.ndarray | None] = {}
+        found: Values = {}
+        missing: set[str] = set()
         for pair in self.pairs:
             for key, target_binding in pair.target.bindings.items():
                 source_binding = pair.source.bindings[key]
                 grads = {name: target_grads.get(name) for name in target_binding.variables}
                 if any(grad is None for grad in grads.values()):
-                    source_grads.update((name, None) for name in source_binding.variables)
+                    missing.update(source_binding.variables)
                     continue
                 onnx_grad = target_binding.load_gradient(grads)  # type: ignore[arg-type]
                 if key == "W" and pair.flatten is not None:
                     onnx_grad = pair.flatten.to_source(onnx_grad)
-                source_grads.update(source_binding.export_gradient(onnx_grad))
+                merge_into(found, source_binding, source_binding.export_gradient(onnx_grad))
+        # A variable split over several ONNX tensors (a fused in_proj) is missing if any of its blocks is.
+        source_grads: dict[str, np.ndarray | None] = {name: grad for name, grad in found.items() if name not in missing}
+        source_grads.update((name, None) for name in missing)
         return source_grads
 
     def target_names(self) -> dict[str, str]:
@@ -115,9 +123,16 @@ class TransferPlan:
             for key, source_binding in pair.source.bindings.items():
                 target_binding = pair.target.bindings[key]
                 for source_part, target_part in _matching_parts(source_binding, target_binding):
+                    target_text = " + ".join(_block_text(name, target_part) for name in target_part.variables)
                     for name in source_part.variables:
-                        names[name] = " + ".join(target_part.variables)
+                        if source_part.block is not None and name in names:
+                            target_text = f"{names[name]} + {target_text}"  # the blocks of a fused variable
+                        names[name] = target_text
         return names
+
+
+def _block_text(name: str, binding: Binding) -> str:
+    return f"{name}[{binding.block.describe()}]" if binding.block is not None else name
 
 
 def _matching_parts(source: Binding, target: Binding) -> list[tuple[Binding, Binding]]:
@@ -130,6 +145,9 @@ def plan_transfer(source: ModelStructure, target: ModelStructure, source_values:
                   source_label: str, target_label: str) -> TransferPlan:
     source_shapes = [_tensor_shapes(op, source_values) for op in source.ops]
     target_shapes = [_tensor_shapes(op, target_values) for op in target.ops]
+    order, notes = _embeddings_paired_by_shape(source.ops, target.ops, source_shapes, target_shapes)
+    target = ModelStructure([target.ops[i] for i in order], target.calls, target.unused, target.part_calls)
+    target_shapes = [target_shapes[i] for i in order]
     for index in range(max(len(source.ops), len(target.ops))):
         problem = None
         if index >= len(source.ops) or index >= len(target.ops):
@@ -142,13 +160,53 @@ def plan_transfer(source: ModelStructure, target: ModelStructure, source_values:
         if problem:
             raise WeightTransferError(_mismatch_table(source.ops, target.ops, source_shapes, target_shapes, index,
                                                       problem, source_label, target_label))
-    plan = TransferPlan([OpPair(s, t) for s, t in zip(source.ops, target.ops)])
+    plan = TransferPlan([OpPair(s, t) for s, t in zip(source.ops, target.ops)], notes)
     plan.unused = {name: f"layer {layer!r} {why}" for layer, why in source.unused.items()
                    for name in _variables_of_layer(layer, source_values)}
     if not plan.pairs:
         raise WeightTransferError(f"{source_label} has no parametrised layers port mode knows, so there are no weights "
                                   f"to carry into {target_label}; check it in convert mode instead")
     return plan
+
+
+def _embeddings_paired_by_shape(source_ops: list[ParamOp], target_ops: list[ParamOp],
+                                source_shapes: list[dict[str, tuple[int, ...]]],
+                                target_shapes: list[dict[str, tuple[int, ...]]]) -> tuple[list[int], list[str]]:
+    """The target's ops in the order that pairs them with the source's, and a note for each run reordered.
+
+    Embeddings added together (token, position, segment) commute, so two implementations call them in any order (HF
+    BERT: word, token_type, position; keras-hub: token, position, segment). Within a run of consecutive Gather ops at
+    the same rows on both sides, each source table pairs with the first unpaired target table of its shape; the run is
+    left as it is where the shapes do not pair up (the mismatch table then shows it). Equal shapes keep their order:
+    shapes are all there is to tell them apart by, so a port that swaps two tables of one shape is not corrected."""
+    order = list(range(len(target_ops)))
+    notes: list[str] = []
+    start = 0
+    while start < min(len(source_ops), len(target_ops)):
+        if source_ops[start].op != "Gather" or target_ops[start].op != "Gather":
+            start += 1
+            continue
+        stop = start
+        while stop < min(len(source_ops), len(target_ops)) and \
+                source_ops[stop].op == "Gather" and target_ops[stop].op == "Gather":
+            stop += 1
+        run_ends_together = all(len(ops) == stop or ops[stop].op != "Gather" for ops in (source_ops, target_ops))
+        free = list(range(start, stop))
+        chosen: list[int] = []
+        for index in range(start, stop):
+            match = next((t for t in free if target_shapes[t] == source_shapes[index]), None)
+            if match is None:
+                break
+            free.remove(match)
+            chosen.append(match)
+        if run_ends_together and len(chosen) == stop - start and chosen != list(range(start, stop)):
+            order[start:stop] = chosen
+            notes.append(
+                "embeddings paired by table shape, not call order: "
+                + ", ".join(f"{source_ops[s].label()} -> {target_ops[t].label()}"
+                            for s, t in zip(range(start, stop), chosen)))
+        start = stop
+    return order, notes
 
 
 def _variables_of_layer(layer: str, values: Values) -> list[str]:
