@@ -232,21 +232,32 @@ def _candidates(source_name: str, source_value: np.ndarray, source_order: int, v
     return found
 
 
+# Source ranks up to which every axis order is tried before a reshape (4! = 24 orders).
+MAX_RESHAPE_RANK = 4
+
+
 def _reshaped_candidates(source_name: str, source_value: np.ndarray, source_order: int,
                          views: list[tuple[int, _View]]) -> list[_Candidate]:
-    """Whole target tensors (``views`` holds whole tensors only) with exactly the source's elements in the same
-    order under another shape: a kernel whose axes an exporter merged or split (Keras' EinsumDense kernel [hidden,
-    heads, head_dim] becomes a MatMul weight [hidden, heads * head_dim]). Exact copies only; read back by a reshape."""
+    """Whole target tensors (``views`` holds whole tensors only) with exactly the source's elements under another
+    shape, possibly after its axes were reordered: a kernel whose axes an exporter merged or split (Keras' EinsumDense
+    kernel [hidden, heads, head_dim] becomes a MatMul weight [hidden, heads * head_dim]; keras-hub Gemma's
+    [heads, hidden, head_dim] is transposed to [hidden, heads, head_dim] first). Exact copies only; read back by a
+    reshape and the inverse transpose."""
     if source_value.size < 2:
         return []
-    flat = source_value.reshape(-1)
-    core_shape = _without_unit_axes(source_value.shape)
+    core = source_value.reshape(_without_unit_axes(source_value.shape))
+    orders = list(itertools.permutations(range(core.ndim))) if core.ndim <= MAX_RESHAPE_RANK else \
+        [tuple(range(core.ndim))]
     found = []
     for view_order, view in views:
-        if view.values.shape == core_shape or not np.array_equal(view.values.reshape(-1), flat):
-            continue
-        match = WeightMatch(source_name, view.target_name, tuple(range(view.values.ndim)), tuple(source_value.shape))
-        found.append(_Candidate(0.0, True, source_order, view_order, match, view.box))
+        for order in orders:
+            moved = np.transpose(core, order)
+            if view.values.shape == moved.shape or not np.array_equal(view.values.reshape(-1), moved.reshape(-1)):
+                continue
+            match = WeightMatch(source_name, view.target_name, tuple(int(a) for a in order),
+                                tuple(source_value.shape), target_view_shape=tuple(moved.shape))
+            found.append(_Candidate(0.0, True, source_order, view_order, match, view.box))
+            break
     return found
 
 

@@ -38,18 +38,19 @@ def randomize_constant_weights(adapter: ModelAdapter, rng: np.random.Generator, 
     keeps their sign, so variances stay positive. A single-element weight counts only when it is exactly 0 or 1: any
     other scalar was probably set on purpose.
 
-    A weight that holds exactly the values of another (keras-hub's Gemma starts its key and value kernels equal) is
-    moved the same way, all but the first of each group: tf2onnx merges equal tensors into one, and neither weight
-    could then be followed.
+    A weight that holds exactly the values of another, in any shape (keras-hub's Gemma starts its key and value kernels
+    equal, and its query kernel [4, 32, 8] equal element for element to its output kernel [4, 8, 32]) is moved the
+    same way, all but the first of each group: tf2onnx merges equal tensors into one, and the matcher, which follows a
+    kernel through reshapes, could pair a weight with the other's tensor.
     """
     originals: dict[str, np.ndarray] = {}
     replacements: dict[str, np.ndarray] = {}
-    seen: dict[tuple[str, tuple[int, ...], bytes], str] = {}
+    seen: dict[tuple[str, int, bytes], str] = {}
     for name, value in adapter.weights().items():
         if value.size == 0:
             continue
         if not initializer_pattern(value):
-            key = (str(value.dtype), value.shape, hashlib.sha256(np.ascontiguousarray(value).tobytes()).digest())
+            key = (str(value.dtype), value.size, hashlib.sha256(np.ascontiguousarray(value).tobytes()).digest())
             if key not in seen:
                 seen[key] = name
                 continue

@@ -222,6 +222,15 @@ def test_weights_holding_equal_values_get_distinct_ones_the_first_kept():
     assert np.all(np.abs(moved - 1.0) <= 0.1) and not np.array_equal(adapter.values["value/kernel"], kernel)
 
 
+def test_weights_holding_equal_values_in_different_shapes_get_distinct_ones():
+    # keras-hub Gemma: the query kernel [4, 32, 8] equals the output kernel [4, 8, 32] element for element.
+    from pytest_parity.modes.steps import randomize_constant_weights
+
+    kernel = np.random.default_rng(1).standard_normal((4, 3, 2))
+    adapter = _Weights({"query/kernel": kernel, "output/kernel": kernel.reshape(4, 2, 3)})
+    assert set(randomize_constant_weights(adapter, seeded_generator("k", 0, "weights"))) == {"output/kernel"}
+
+
 def test_sparse_input_gradient_difference_with_agreeing_outputs_gets_the_subgradient_hint():
     from pytest_parity.verdict.messages import subgradient_hint
 

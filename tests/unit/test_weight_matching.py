@@ -482,5 +482,18 @@ def test_a_kernel_stored_with_its_axes_merged_is_matched_and_reads_back(rng):
     np.testing.assert_array_equal(match.to_source_layout(merged), kernel)
     gradient = rng.standard_normal((16, 16)).astype(np.float32)
     np.testing.assert_array_equal(match.gradient_to_source_layout(gradient), gradient.reshape(16, 2, 8))
-    # Only exact copies: elements in another order are not a reshape.
-    assert match_weights({"query/kernel": kernel}, {"w": merged.T.copy()}).unmatched
+    # Only exact copies: elements in an order no axis reordering gives are not a reshape.
+    shuffled = merged.reshape(-1)[rng.permutation(merged.size)].reshape(16, 16)
+    assert match_weights({"query/kernel": kernel}, {"w": shuffled}).unmatched
+
+
+def test_a_kernel_transposed_then_merged_is_matched_and_reads_back(rng):
+    # keras-hub Gemma's EinsumDense kernel [heads, hidden, head_dim]: the einsum lowering transposes it to
+    # [hidden, heads, head_dim] before merging the last two axes into the MatMul weight.
+    kernel = rng.standard_normal((4, 16, 8)).astype(np.float32)
+    stored = kernel.transpose(1, 0, 2).reshape(16, 32)
+    match = match_weights({"query/kernel": kernel}, {"w": stored}).matches[0]
+    np.testing.assert_array_equal(match.to_source_layout(stored), kernel)
+    gradient = rng.standard_normal((16, 32)).astype(np.float32)
+    np.testing.assert_array_equal(match.gradient_to_source_layout(gradient),
+                                  gradient.reshape(16, 4, 8).transpose(1, 0, 2))
