@@ -5,7 +5,7 @@ only. xfail marks are ignored (--runxfail) so that the table shows the real mess
 the upstream thread the xfail names. The model list is tests/realworld/test_models.py's CASES:
 
     python benchmarks/realworld_sweep.py                      # everything, ~40 min on 2 cores
-    python benchmarks/realworld_sweep.py --only timm --timeout 600
+    python benchmarks/realworld_sweep.py --only timm,transformers:bert --timeout 600   # rerun these rows only
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def run_one(library: str, name: str, timeout: float, scratch: Path) -> dict[str,
         entry = entries[-1]
         account = entry.get("weight_account") or {}
         grads = (entry.get("grads") or {}).values()
-        row.update(result=result_cell(entry), cause=failure)
+        notes = entry.get("notes") or []  # what the check did that a user should know, e.g. an output left out
+        row.update(result=result_cell(entry), cause=failure or ("note: " + notes[0][:200] if notes else ""))
         if not entry.get("refused"):
             row.update(converts="yes", outputs=f"{entry['outputs']['max_abs']:.1e}",
                        gradients=f"{max((g['max_abs'] for g in grads), default=0.0):.1e}",
@@ -97,38 +98,52 @@ def _skipped(stem: Path) -> str:
     return "" if skipped is None else "skipped: " + (skipped.get("message") or "")
 
 
-def write_table(rows: list[dict[str, str]], path: Path, wall_s: float) -> None:
-    columns = ["library", "model", "converts", "outputs (max abs)", "gradients (worst max abs)", "weights compared",
-               "conversion s", "result", "cause of failure"]
-    keys = ["library", "model", "converts", "outputs", "gradients", "weights", "conversion_s", "result", "cause"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row[key].replace("|", "/") for key in keys) + " |" for row in rows]
-    full = sum(1 for row in rows if row["weights"] != "-" and row["weights"].split(" of ")[0] == row["weights"].split(
-        " of ")[1])
+COLUMNS = {"library": "library", "model": "model", "converts": "converts", "outputs": "outputs (max abs)",
+           "gradients": "gradients (worst max abs)", "weights": "weights compared", "conversion_s": "conversion s",
+           "result": "result", "cause": "cause of failure", "wall_s": "wall s"}
+
+
+def read_table(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """The rows of a table this script wrote, keyed by (library, model name without its note)."""
+    lines = path.read_text().splitlines()[2:] if path.exists() else []
+    rows = [dict(zip(COLUMNS, line.strip("| ").split(" | "))) for line in lines if line.startswith("| ")]
+    return {(row["library"], row["model"].split(" (")[0]): {**dict.fromkeys(COLUMNS, "-"), **row} for row in rows}
+
+
+def write_table(rows: list[dict[str, str]], path: Path, kept: int) -> None:
+    lines = ["| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[key].replace("|", "/") for key in COLUMNS) + " |" for row in rows]
+    full = sum(1 for row in rows if row["weights"] != "-" and len(set(row["weights"].split(" of "))) == 1)
+    wall = sum(float(row["wall_s"]) for row in rows if row["wall_s"] != "-")
     summary = (f"{sum(row['converts'] == 'yes' for row in rows)} of {len(rows)} convert, "
                f"{sum(row['result'].startswith('PASS') for row in rows)} agree (PASS), "
-               f"{full} compare every trainable weight's gradient; sweep wall time {wall_s / 60:.1f} min.")
+               f"{full} compare every trainable weight's gradient; sweep wall time {wall / 60:.1f} min (sum of the "
+               f"rows' wall s)" + (f"; {kept} row(s) kept from the previous table (--only)." if kept else "."))
     path.write_text("\n".join([*lines, "", summary, ""]))
     print(path.read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated libraries or library:model (default: all)")
+    parser.add_argument("--only", default="", help="comma-separated libraries or library:model; their rows replace "
+                                                   "those of the existing table (default: all, a new table)")
     parser.add_argument("--timeout", type=float, default=480, help="seconds per model (default 480)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "realworld_table.md")
     args = parser.parse_args()
     wanted = [w for w in args.only.split(",") if w]
-    cases = [(library, name) for library, table in suite.CASES.items() for name in table
-             if not wanted or library in wanted or f"{library}:{name}" in wanted]
-    started = time.perf_counter()
+    previous = read_table(args.out) if wanted else {}
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for library, name in cases:
-            rows.append(run_one(library, name, args.timeout, Path(scratch)))
-            print(f"{library}:{name} {rows[-1]['result']} ({rows[-1]['wall_s']} s) {rows[-1]['cause'][:150]}",
-                  file=sys.stderr, flush=True)
-    write_table(rows, args.out, time.perf_counter() - started)
+        for library, table in suite.CASES.items():
+            for name in table:
+                if wanted and library not in wanted and f"{library}:{name}" not in wanted:
+                    if (library, name) in previous:
+                        rows.append(previous[(library, name)])
+                    continue
+                rows.append(run_one(library, name, args.timeout, Path(scratch)))
+                print(f"{library}:{name} {rows[-1]['result']} ({rows[-1]['wall_s']} s) {rows[-1]['cause'][:150]}",
+                      file=sys.stderr, flush=True)
+    write_table(rows, args.out, sum(row in previous.values() for row in rows))
 
 
 if __name__ == "__main__":

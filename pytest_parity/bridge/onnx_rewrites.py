@@ -136,6 +136,42 @@ def route_convs_reading_shared_or_computed_weights(model_proto: Any) -> Any:
     return copy
 
 
+# The op an inference BatchNormalization becomes when its statistics or affine parameters are computed at run time
+# (weight standardisation, timm's NFNets: F.batch_norm(weight, None, None, training=True) exports as ReduceMean /
+# variance nodes feeding a BatchNormalization). onnx2torch's converter hands them to F.batch_norm as running statistics,
+# which autograd refuses ("not differentiable with respect to argument 'running_mean'"); onnx2torch_batchnorm
+# registers the converter for this op.
+BATCH_NORM_OF_INPUTS = "BatchNormOfInputs"
+
+
+def route_batch_norms_of_computed_statistics(model_proto: Any) -> Any:
+    """The model for onnx2torch, with every inference BatchNormalization that reads a computed scale, bias, mean or
+    variance turned into a BATCH_NORM_OF_INPUTS node (same inputs and epsilon). As for the Conv routing, the given
+    model is left as it is and a copy is returned when a node changed."""
+    graph = model_proto.graph
+    initializers = {initializer.name for initializer in graph.initializer}
+
+    def training(node: Any) -> bool:
+        return any(attribute.name == "training_mode" and attribute.i for attribute in node.attribute)
+
+    rerouted = [index for index, node in enumerate(graph.node)
+                if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx") and not training(node)
+                and any(name and name not in initializers for name in node.input[1:5])]
+    if not rerouted:
+        return model_proto
+    copy = type(model_proto)()
+    copy.CopyFrom(model_proto)
+    for index in rerouted:
+        node = copy.graph.node[index]
+        node.op_type, node.domain = BATCH_NORM_OF_INPUTS, CONV_OF_INPUT_WEIGHT_DOMAIN
+        for attribute in [a for a in node.attribute if a.name != "epsilon"]:
+            node.attribute.remove(attribute)  # momentum only matters in training mode
+    if all(entry.domain != CONV_OF_INPUT_WEIGHT_DOMAIN for entry in copy.opset_import):
+        entry = copy.opset_import.add()
+        entry.domain, entry.version = CONV_OF_INPUT_WEIGHT_DOMAIN, CONV_OF_INPUT_WEIGHT_VERSION
+    return copy
+
+
 def all_graphs(graph: Any) -> list[Any]:
     """The graph and every subgraph of its nodes (Loop and If bodies), depth first."""
     graphs = [graph]

@@ -63,6 +63,13 @@ def text(parity: Any) -> np.ndarray:
 DECODER = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                intermediate_size=64, max_position_embeddings=64)
 
+T5 = dict(vocab_size=VOCAB, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, relative_attention_num_buckets=8)
+EAGER = "eager attention: torch.onnx cannot decompose its sdpa attention"
+LESS_OR_EQUAL_16 = ("onnx2torch registers LessOrEqual/GreaterOrEqual for opset 12 only, not version 16 "
+                    "(https://github.com/ENOT-AutoDL/onnx2torch/issues/240)")
+SDPA_VIEW = ("torch.onnx (dynamo) decomposition of scaled_dot_product_attention fails with 'Cannot view a tensor with "
+             "shape ... as a tensor with shape ...' (https://github.com/pytorch/pytorch/issues/141107)")
+
 TRANSFORMERS: dict[str, Case] = {
     "bert": Case(hf("BertConfig", "BertModel", **TEXT), text),
     "roberta": Case(hf("RobertaConfig", "RobertaModel", **TEXT, pad_token_id=0), text),
@@ -71,7 +78,8 @@ TRANSFORMERS: dict[str, Case] = {
     "albert": Case(hf("AlbertConfig", "AlbertModel", **TEXT, embedding_size=16), text),
     "electra": Case(hf("ElectraConfig", "ElectraModel", **TEXT, embedding_size=16), text),
     "deberta_v2": Case(hf("DebertaV2Config", "DebertaV2Model", **TEXT, relative_attention=True,
-                          pos_att_type=["p2c", "c2p"], position_buckets=16, max_relative_positions=32), text),
+                          pos_att_type=["p2c", "c2p"], position_buckets=16, max_relative_positions=32), text,
+                       "relative position buckets", xfail=LESS_OR_EQUAL_16),
     "gpt2": Case(hf("GPT2Config", "GPT2Model", vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=64),
                  text),
     "llama": Case(hf("LlamaConfig", "LlamaModel", **DECODER), text),
@@ -79,8 +87,8 @@ TRANSFORMERS: dict[str, Case] = {
     "mistral": Case(hf("MistralConfig", "MistralModel", **DECODER, sliding_window=None), text),
     "gpt_neox": Case(hf("GPTNeoXConfig", "GPTNeoXModel", **TEXT), text),
     "phi": Case(hf("PhiConfig", "PhiModel", **TEXT), text),
-    "t5_encoder": Case(hf("T5Config", "T5EncoderModel", vocab_size=VOCAB, d_model=32, d_kv=16, d_ff=64, num_layers=2,
-                          num_heads=2, relative_attention_num_buckets=8), text),
+    "t5_encoder": Case(hf("T5Config", "T5EncoderModel", **T5, attn_implementation="eager"), text, EAGER),
+    "t5_encoder_sdpa": Case(hf("T5Config", "T5EncoderModel", **T5), text, "sdpa attention", xfail=SDPA_VIEW),
     "bart_encoder": Case(hf("BartConfig", "BartModel", lambda model: model.get_encoder(), vocab_size=VOCAB, d_model=32,
                             encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
                             encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64), text),
@@ -89,7 +97,7 @@ TRANSFORMERS: dict[str, Case] = {
     "convnext": Case(hf("ConvNextConfig", "ConvNextModel", hidden_sizes=[16, 32], depths=[1, 1], num_stages=2,
                         image_size=32), image(32)),
     "swin": Case(hf("SwinConfig", "SwinModel", image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
-                    num_heads=[1, 2], window_size=4), image(32)),
+                    num_heads=[1, 2], window_size=4, attn_implementation="eager"), image(32), EAGER),
     "wav2vec2": Case(hf("Wav2Vec2Config", "Wav2Vec2Model", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3),
                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, do_stable_layer_norm=True,
@@ -106,6 +114,10 @@ TRANSFORMERS: dict[str, Case] = {
 # --- timm ----------------------------------------------------------------------------------------------------------
 
 
+# torchlib's var_mean (weight standardisation) gives ReduceMean-18 its axes as Constant(value_ints=...); the Reduce
+# 18 -> 17 adapter of onnx.version_converter reads only a Constant's 'value' attribute and asserts (minimal repro: one
+# ReduceMean-18 whose axes come from Constant(value_ints=[1])). No upstream thread for this case was found; the link
+# is the PR that added the adapter.
 def tm(name: str, **kwargs: Any) -> Callable[[], Any]:
     def build() -> Any:
         import timm
@@ -136,6 +148,11 @@ TIMM: dict[str, Case] = {
 HUB_TEXT = dict(vocabulary_size=VOCAB, num_layers=2, hidden_dim=32, intermediate_dim=64)
 
 
+# keras-hub's DeBERTa-v3 converts (tf2onnx) to a GatherND with batch_dims != 0.
+GATHER_ND_BATCH_DIMS = ("onnx2torch implements GatherND for batch_dims=0 only: 'GatherND for batch_dims != 0 is not "
+                        "implemented' (https://github.com/ENOT-AutoDL/onnx2torch/issues/107)")
+
+
 def kh(backbone: str, **kwargs: Any) -> Callable[[], Any]:
     def build() -> Any:
         import keras_hub
@@ -163,7 +180,7 @@ KERAS_HUB: dict[str, Case] = {
     "albert": Case(kh("AlbertBackbone", **HUB_TEXT, num_heads=2, embedding_dim=16, max_sequence_length=64),
                    hub_text(segments=True), "int32 token ids"),
     "deberta_v3": Case(kh("DebertaV3Backbone", **HUB_TEXT, num_heads=2, max_sequence_length=64, bucket_size=16),
-                       hub_text(), "int32 token ids"),
+                       hub_text(), "int32 token ids", xfail=GATHER_ND_BATCH_DIMS),
     "gpt2": Case(kh("GPT2Backbone", **HUB_TEXT, num_heads=2, max_sequence_length=64), hub_text(), "int32 token ids"),
     "llama": Case(kh("LlamaBackbone", **HUB_TEXT, num_query_heads=4, num_key_value_heads=2), hub_text(),
                   "int32 token ids"),

@@ -330,3 +330,34 @@ def test_global_max_pool_agrees_with_onnxruntime_and_routes_the_gradient_to_the_
     expected = np.zeros_like(flat)
     np.put_along_axis(expected, flat.argmax(-1)[..., None], 1.0, axis=-1)
     assert np.array_equal(tensor.grad.numpy(), expected.reshape(shape))
+
+
+# -- BatchNormalization of computed statistics -----------------------------------------------------------------------
+
+def test_batch_norm_of_computed_statistics_agrees_with_onnxruntime_and_differentiates_through_them():
+    from pytest_parity.bridge import onnx_rewrites
+    from pytest_parity.bridge.converters import onnx2torch_batchnorm  # noqa: F401 - registers BatchNormOfInputs
+
+    # Weight standardisation as torch.onnx writes it: mean and variance of x computed, then an inference BN.
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean4"], axes=[0, 2, 3], keepdims=0),
+             helper.make_node("Mul", ["x", "x"], ["squared"]),
+             helper.make_node("ReduceMean", ["squared"], ["mean_of_squares"], axes=[0, 2, 3], keepdims=0),
+             helper.make_node("Mul", ["mean4", "mean4"], ["square_of_mean"]),
+             helper.make_node("Sub", ["mean_of_squares", "square_of_mean"], ["variance"]),
+             helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean4", "variance"], ["y"],
+                              epsilon=1e-3)]
+    scale = np.linspace(0.5, 1.5, 3).astype(np.float32)
+    bias = np.linspace(-1, 1, 3).astype(np.float32)
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 4])],
+                       [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(bias, "bias")])
+    routed = onnx_rewrites.route_batch_norms_of_computed_statistics(model)
+    assert [n.op_type for n in routed.graph.node][-1] == onnx_rewrites.BATCH_NORM_OF_INPUTS
+    assert model.graph.node[-1].op_type == "BatchNormalization"  # the referee's copy is left as it is
+    x = np.random.default_rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    module = convert(routed)
+    tensor = torch.from_numpy(x).requires_grad_(True)
+    output = module(tensor)
+    np.testing.assert_allclose(output.detach().numpy(), run_onnxruntime(model, {"x": x})[0], atol=1e-5)
+    output.sum().backward()  # through the computed statistics, which F.batch_norm would refuse
+    assert tensor.grad is not None and np.isfinite(tensor.grad.numpy()).all()
