@@ -587,7 +587,7 @@ OTHER_ENTRY = {**BASE_ENTRY, "nodeid": "test_other.py::test_kept[cpu]"}
 
 
 def baseline_text(*entries: dict, version: object = None) -> str:
-    from pytest_parity.report import REPORT_VERSION
+    from pytest_parity.reports.records import REPORT_VERSION
 
     return json.dumps({"version": REPORT_VERSION if version is None else version, "created": "2026-01-01",
                        "environment": {}, "results": list(entries)}, indent=2) + "\n"
@@ -725,7 +725,7 @@ def garble_entries(directory: Path) -> None:
 
 
 def reframe_garbage(directory: Path) -> None:
-    from pytest_parity.conversion_cache import frame
+    from pytest_parity.bridge.cache import frame
 
     for entry in _entries(directory):
         entry.write_bytes(frame(b"\x08\x07not an onnx model at all \xff\xff"))
