@@ -103,6 +103,11 @@ class ParityFixture:
         in_force: list[settings.ParitySettings] = []
 
         def run() -> ParityResult:
+            if isinstance(target, (np.ndarray, list, tuple, dict)):
+                raise ParityUsageError(
+                    f"parity.check(model, <{type(target).__name__}>, ...): the second positional argument is the "
+                    f"target model of a port check, and inputs go by keyword: parity.check(model, inputs=x) checks a "
+                    f"model against its conversion, parity.check(source, target, inputs=x) a port")
             effective = settings.with_overrides(self.settings, overrides)
             in_force.append(effective)
             if self._session.speed_mode == "off":

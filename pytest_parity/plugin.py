@@ -119,6 +119,8 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
         except ValueError:
             raise pytest.UsageError(f"ini option parity_seed must be an integer, got "
                                     f"{config.getini('parity_seed')!r}") from None
+        if seed_option < 0:
+            raise pytest.UsageError(f"ini option parity_seed must be >= 0, got {seed_option}")
     if seed_option < 0:
         raise pytest.UsageError(f"--parity-seed must be >= 0, got {seed_option}")
     report_path = config.getoption("parity_report") or str(config.getini("parity_report")) or None
@@ -140,8 +142,27 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
     session.drop_default_cuda = not asked_for_devices and not gpu_may_be_present()
     session.html_path = config.getoption("parity_html") or str(config.getini("parity_html")) or None
     _configure_baseline(config, session)
+    _refuse_one_file_for_two_outputs(config, session)
     _configure_conversion_cache(config, session)
     return session
+
+
+def _refuse_one_file_for_two_outputs(config: pytest.Config, session: ParitySession) -> None:
+    """The JSON report, the HTML report and the baseline are different files: written to one path, one would replace
+    the other (a report written over the baseline it is compared with loses the baseline)."""
+    import os
+
+    named = [("--parity-report", session.report_path), ("--parity-html", session.html_path),
+             ("--parity-baseline", config.getoption("parity_baseline"))]
+    seen: dict[str, str] = {}
+    for option, path in named:
+        if not path:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise pytest.UsageError(f"{seen[key]} and {option} name the same file ({path}): one would overwrite the "
+                                    f"other. Give each its own path.")
+        seen[key] = option
 
 
 def _configure_conversion_cache(config: pytest.Config, session: ParitySession) -> None:
@@ -179,7 +200,9 @@ def _record_warning(config: pytest.Config, message: str) -> None:
 
     from pytest_parity.errors import ParityCacheWarning
 
-    warning = warnings.WarningMessage(ParityCacheWarning(message), ParityCacheWarning, __file__, 0)
+    # Located at the cache, not at a line of the plugin: the warnings summary prints "<filename>:<lineno>".
+    warning = warnings.WarningMessage(ParityCacheWarning(message), ParityCacheWarning, "pytest-parity conversion cache",
+                                      0)
     config.hook.pytest_warning_recorded.call_historic(
         kwargs={"warning_message": warning, "when": "runtest", "nodeid": "", "location": None})
 

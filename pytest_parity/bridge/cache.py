@@ -111,6 +111,10 @@ class ConversionCache:
                 stream.write(frame(payload))
             os.replace(temporary, self._path(key))
             temporary = None
+        except IsADirectoryError:
+            # Something else sits where this one entry goes (os.replace cannot put a file over a directory): the cache
+            # as a whole is fine, only this model goes uncached. Nothing of the user's is removed.
+            return
         except OSError as error:
             self.disabled_reason = (f"the parity conversion cache at {self.directory} cannot be written "
                                     f"({type(error).__name__}: {error}); conversions run uncached for the rest of this "

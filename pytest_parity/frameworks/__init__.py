@@ -24,6 +24,12 @@ _MODULE_ROOTS = {"keras": "tensorflow", "tf_keras": "tensorflow", "tensorflow": 
 
 def detect_framework(model: Any) -> str:
     """'tensorflow' or 'torch'; a clear ParityUsageError for anything else."""
+    if isinstance(model, type):
+        known = any(cls.__module__.split(".")[0] in _MODULE_ROOTS for cls in model.__mro__)
+        raise ParityUsageError(
+            f"parity.check() got the class {model.__module__}.{model.__qualname__}, not a model"
+            + (f": instantiate it, e.g. {model.__qualname__}(...)" if known else
+               ": pass a Keras model or layer, a tf.Module, or a torch.nn.Module instance"))
     for cls in type(model).__mro__:
         root = cls.__module__.split(".")[0]
         if root in _MODULE_ROOTS:
@@ -175,6 +181,11 @@ def flatten_inputs(inputs: Any) -> ModelInputs:
     if isinstance(inputs, (tuple, list)):
         if not inputs:
             raise ParityUsageError("inputs=() is empty: pass at least one array")
+        if all(isinstance(item, (int, float, list, tuple)) and not isinstance(item, bool) for item in inputs):
+            raise ParityUsageError(
+                f"inputs is a nested Python {type(inputs).__name__} of numbers; a list or tuple of inputs means one "
+                f"input per element (positional arguments). For one input, pass it as an array: "
+                f"inputs=np.asarray(...) (or parity.randn(...)); for several, a list of arrays")
         return ModelInputs("positional", tuple(f"input[{i}]" for i in range(len(inputs))),
                            tuple(_as_array(f"inputs[{i}]", v) for i, v in enumerate(inputs)))
     return ModelInputs("single", ("input",), (_as_array("inputs", inputs),))
@@ -192,6 +203,9 @@ def _as_array(name: str, value: Any) -> np.ndarray:
         )
     if array.dtype == object:
         raise ParityUsageError(f"{name} has dtype object; pass a numeric numpy array")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ParityUsageError(f"{name} has dtype {array.dtype}: the ONNX route carries real tensors only, and a cast "
+                               f"would drop the imaginary part. Pass the real and imaginary parts as two float inputs")
     if array.size == 0:
         raise ParityUsageError(f"{name} has shape {array.shape} with no elements: a check on it would compare nothing "
                                f"and pass. Give at least one example, e.g. parity.randn(4, ...)")

@@ -104,7 +104,8 @@ class TorchModel:
         with self.torch.no_grad():
             for name, value in values.items():
                 tensor = tensors[name]
-                tensor.copy_(self.torch.from_numpy(np.ascontiguousarray(value)).to(tensor.dtype))
+                # np.array, not np.ascontiguousarray, which makes a 0-d value (a scalar buffer) 1-d.
+                tensor.copy_(self.torch.from_numpy(np.array(value, order="C")).to(tensor.dtype))
 
     def expected_inputs(self) -> str | None:
         return None

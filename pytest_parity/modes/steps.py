@@ -74,6 +74,12 @@ def source_run_failure(source: ModelAdapter, inputs: ModelInputs, error: BaseExc
     """The source failing on the user's inputs is a usage error: say what was given and what the model expects."""
     expected = source.expected_inputs()
     hint = f" The model expects {expected}." if expected else ""
+    if inputs.kind == "positional" and isinstance(error, TypeError) and "argument" in str(error):
+        return ParityUsageError(
+            f"The source model ({source.description}) does not take the {len(inputs.names)} inputs given as "
+            f"separate positional arguments ({inputs.describe()}): {error_summary(error)}\n"
+            f"A list or tuple passed as inputs= is one argument per element: for a model with one input, pass one "
+            f"array; for one with named inputs, a dict.{hint}")
     return ParityUsageError(
         f"Running the source model ({source.description}) on the given inputs ({inputs.describe()}) failed with "
         f"{error_summary(error)}\n"

@@ -40,6 +40,8 @@ def compare_gradients(inputs: ModelInputs, source_input_grads: list[np.ndarray |
             continue  # integer inputs (ids, masks) have no gradient on either side
         grads[label] = _gradient_comparison(label, label, source_grad, target_grad, tolerance(own))
     for name in weight_names:
+        if source_weight_grads.get(name) is None and carried_grads.get(name) is None:
+            continue  # no differentiable output depends on it on either side (an argmax model): accounted as unused
         grads[name] = _gradient_comparison(name, (target_names or {}).get(name, name), source_weight_grads.get(name),
                                            carried_grads.get(name), tolerance(weight_maxima[name]))
     return grads
