@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pytest_parity.bridge import pipeline as bridge
 from pytest_parity.errors import ConversionError, ParityUsageError
 from pytest_parity.frameworks import flatten_inputs
 
-INPUTS = flatten_inputs([[1.0, 2.0]])
+INPUTS = flatten_inputs([np.array([1.0, 2.0], np.float32)])
 
 
 class FakeSource:
