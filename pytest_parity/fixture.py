@@ -105,7 +105,8 @@ class ParityFixture:
         def run() -> ParityResult:
             if isinstance(target, (np.ndarray, list, tuple, dict)):
                 raise ParityUsageError(
-                    f"parity.check(model, <{type(target).__name__}>, ...): the second positional argument is the "
+                    f"parity.check(model, <{type(target).__module__}.{type(target).__qualname__}>, ...): the second "
+                    f"positional argument is the "
                     f"target model of a port check, and inputs go by keyword: parity.check(model, inputs=x) checks a "
                     f"model against its conversion, parity.check(source, target, inputs=x) a port")
             effective = settings.with_overrides(self.settings, overrides)

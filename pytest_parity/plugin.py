@@ -163,6 +163,31 @@ def _refuse_one_file_for_two_outputs(config: pytest.Config, session: ParitySessi
             raise pytest.UsageError(f"{seen[key]} and {option} name the same file ({path}): one would overwrite the "
                                     f"other. Give each its own path.")
         seen[key] = option
+    for option, path, is_ours in (("--parity-report", session.report_path, _is_parity_json),
+                                  ("--parity-html", session.html_path, _is_parity_html)):
+        if path and os.path.isfile(path) and not is_ours(path):
+            raise pytest.UsageError(f"{option}={path}: that file exists and is not a parity report, so writing the "
+                                    f"report would replace it (a typo in the path?). Choose another path, or move "
+                                    f"the file away.")
+
+
+def _is_parity_json(path: str) -> bool:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            document = json.load(stream)
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "results" in document and "version" in document
+
+
+def _is_parity_html(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            return "<title>Parity report:" in stream.read(4096)
+    except OSError:
+        return False
 
 
 def _configure_conversion_cache(config: pytest.Config, session: ParitySession) -> None:

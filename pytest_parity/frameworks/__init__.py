@@ -28,7 +28,7 @@ def detect_framework(model: Any) -> str:
         known = any(cls.__module__.split(".")[0] in _MODULE_ROOTS for cls in model.__mro__)
         raise ParityUsageError(
             f"parity.check() got the class {model.__module__}.{model.__qualname__}, not a model"
-            + (f": instantiate it, e.g. {model.__qualname__}(...)" if known else
+            + (f": pass an instance, e.g. {model.__qualname__}()" if known else
                ": pass a Keras model or layer, a tf.Module, or a torch.nn.Module instance"))
     for cls in type(model).__mro__:
         root = cls.__module__.split(".")[0]
@@ -74,6 +74,9 @@ class ModelAdapter(Protocol):
 
     def build(self, inputs: ModelInputs, device: str) -> None:
         """Run a model whose weights exist only after its first call (unbuilt Keras, lazy torch modules) once."""
+
+    def expected_input_count(self) -> int | None:
+        """How many inputs the model takes, where it says (a built Keras model); None otherwise."""
 
     def remember_placement(self) -> Callable[[], None]:
         """A function that puts the model back on its device and in its train/eval mode after a check."""
@@ -184,7 +187,7 @@ def flatten_inputs(inputs: Any) -> ModelInputs:
         if all(isinstance(item, (int, float, list, tuple)) and not isinstance(item, bool) for item in inputs):
             raise ParityUsageError(
                 f"inputs is a nested Python {type(inputs).__name__} of numbers; a list or tuple of inputs means one "
-                f"input per element (positional arguments). For one input, pass it as an array: "
+                f"input per element (positional inputs). For one input, pass it as an array: "
                 f"inputs=np.asarray(...) (or parity.randn(...)); for several, a list of arrays")
         return ModelInputs("positional", tuple(f"input[{i}]" for i in range(len(inputs))),
                            tuple(_as_array(f"inputs[{i}]", v) for i, v in enumerate(inputs)))
@@ -207,8 +210,8 @@ def _as_array(name: str, value: Any) -> np.ndarray:
         raise ParityUsageError(f"{name} has dtype {array.dtype}: the ONNX route carries real tensors only, and a cast "
                                f"would drop the imaginary part. Pass the real and imaginary parts as two float inputs")
     if array.size == 0:
-        raise ParityUsageError(f"{name} has shape {array.shape} with no elements: a check on it would compare nothing "
-                               f"and pass. Give at least one example, e.g. parity.randn(4, ...)")
+        raise ParityUsageError(f"{name} ({array.dtype}{list(array.shape)}) is empty: a check on it would compare "
+                               f"nothing and pass. Give at least one example, e.g. parity.randn(4, ...)")
     # A private, writable, C-contiguous copy: the check never writes into the user's array, and a read-only one (a
     # memory-mapped file) would make torch.from_numpy warn, which fails suites that turn warnings into errors.
     return np.array(array, order="C", copy=True)

@@ -107,6 +107,13 @@ class TensorFlowModel:
         for name, value in values.items():
             self._variables[name].assign(value)
 
+    def expected_input_count(self) -> int | None:
+        inputs = getattr(self.model, "inputs", None) if self.is_keras else None
+        try:
+            return len(inputs) if inputs else None
+        except TypeError:
+            return None
+
     def expected_inputs(self) -> str | None:
         shape = getattr(self.model, "input_shape", None) if self.is_keras else None
         if shape is None:

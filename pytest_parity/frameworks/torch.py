@@ -110,6 +110,9 @@ class TorchModel:
     def expected_inputs(self) -> str | None:
         return None
 
+    def expected_input_count(self) -> int | None:
+        return None
+
     def _arguments(self, inputs: ModelInputs, tensors: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if inputs.kind == "named" and not self.positional_inputs:
             return (), dict(zip(inputs.names, tensors))

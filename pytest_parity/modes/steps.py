@@ -75,9 +75,11 @@ def source_run_failure(source: ModelAdapter, inputs: ModelInputs, error: BaseExc
     expected = source.expected_inputs()
     hint = f" The model expects {expected}." if expected else ""
     if inputs.kind == "positional" and isinstance(error, TypeError) and "argument" in str(error):
+        count = source.expected_input_count()
+        takes = f" (it takes {count} input{'s' if count != 1 else ''})" if count is not None else ""
         return ParityUsageError(
             f"The source model ({source.description}) does not take the {len(inputs.names)} inputs given as "
-            f"separate positional arguments ({inputs.describe()}): {error_summary(error)}\n"
+            f"separate positional arguments{takes} ({inputs.describe()}): {error_summary(error)}\n"
             f"A list or tuple passed as inputs= is one argument per element: for a model with one input, pass one "
             f"array; for one with named inputs, a dict.{hint}")
     return ParityUsageError(
@@ -130,7 +132,8 @@ def refuse_if_not_a_function_of_its_inputs(source: ModelAdapter, inputs: ModelIn
         return
     worst = max(same.failures, key=lambda c: c.max_abs)
     raise ParityUsageError(
-        f"The {role} model ({source.description}) is not a function of its inputs: run twice on the same inputs, its "
+        f"The {role} model ({source.description}) is not a function of its inputs: it gives different outputs when "
+        f"run twice on the same inputs, its "
         f"{worst.name} differs between the two runs by up to {worst.max_abs:.3g} (its outputs reach {scale:.3g}), "
         f"so no converted or "
         f"ported model could match it and the check cannot judge one. Typical causes: dropout or noise active at "

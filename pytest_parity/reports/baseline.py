@@ -81,7 +81,7 @@ def _entry_problem(entry: dict[str, Any]) -> str | None:
             return f"has 'grads' = {str(grads)[:80]}, not a mapping of gradient figures"
         for name, figures in grads.items():
             if not isinstance(figures, dict) or not _is_figure(figures.get("max_abs")):
-                return f"has a gradient {name!r} without a numeric max_abs"
+                return f"has grads[{name!r}] without a numeric max_abs"
     speed = entry.get("speed")
     if speed is not None and (not isinstance(speed, dict) or not _is_figure(speed.get("ratio"))):
         return "has a 'speed' entry without a numeric ratio"

@@ -61,7 +61,7 @@ def test_update_keeps_entries_of_tests_that_did_not_run(tmp_path):
     (lambda e: e.pop("outputs"), "has no 'outputs' figures"),
     (lambda e: e["outputs"].update(max_abs=None), "has outputs.max_abs = None, not a number"),
     (lambda e: e["outputs"].update(max_abs="big"), "has outputs.max_abs = 'big', not a number"),
-    (lambda e: e["grads"]["w"].pop("max_abs"), "has a gradient 'w' without a numeric max_abs"),
+    (lambda e: e["grads"]["w"].pop("max_abs"), "has grads['w'] without a numeric max_abs"),
     (lambda e: e.update(grads=[1, 2]), "has 'grads' = [1, 2], not a mapping of gradient figures"),
     (lambda e: e.update(speed={"ratio": None}), "has a 'speed' entry without a numeric ratio"),
 ])
