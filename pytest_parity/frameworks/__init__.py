@@ -157,7 +157,10 @@ def tensor_outputs(tree: Any, is_tensor: Callable[[Any], bool], description: str
 
 
 def _kind(value: Any) -> str:
-    return "None" if value is None else f"a {type(value).__module__}.{type(value).__qualname__}"
+    if value is None:
+        return "None"
+    module = type(value).__module__
+    return f"a {type(value).__qualname__}" if module == "builtins" else f"a {module}.{type(value).__qualname__}"
 
 
 def left_out_note(left_out: list[str], description: str) -> list[str]:
@@ -184,7 +187,7 @@ def flatten_inputs(inputs: Any) -> ModelInputs:
     if isinstance(inputs, (tuple, list)):
         if not inputs:
             raise ParityUsageError("inputs=() is empty: pass at least one array")
-        if all(isinstance(item, (int, float, list, tuple)) and not isinstance(item, bool) for item in inputs):
+        if _only_python_numbers(inputs):
             raise ParityUsageError(
                 f"inputs is a nested Python {type(inputs).__name__} of numbers; a list or tuple of inputs means one "
                 f"input per element (positional inputs). For one input, pass it as an array: "
@@ -192,6 +195,13 @@ def flatten_inputs(inputs: Any) -> ModelInputs:
         return ModelInputs("positional", tuple(f"input[{i}]" for i in range(len(inputs))),
                            tuple(_as_array(f"inputs[{i}]", v) for i, v in enumerate(inputs)))
     return ModelInputs("single", ("input",), (_as_array("inputs", inputs),))
+
+
+def _only_python_numbers(value: Any) -> bool:
+    """A (nested) Python list or tuple holding Python numbers only: a matrix written out, not a list of inputs."""
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(_only_python_numbers(item) for item in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
