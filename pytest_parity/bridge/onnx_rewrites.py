@@ -123,13 +123,23 @@ def route_convs_reading_shared_or_computed_weights(model_proto: Any) -> Any:
     rerouted = [index for index, node in enumerate(graph.node)
                 if node.op_type == "Conv" and node.domain in ("", "ai.onnx")
                 and any(name and (name not in initializers or readers[name] > 1) for name in node.input[1:3])]
-    if not rerouted:
+    return _copy_with_nodes_rerouted(model_proto, rerouted, CONV_OF_INPUT_WEIGHT)
+
+
+def _copy_with_nodes_rerouted(model_proto: Any, indices: list[int], op_type: str,
+                              keep_attributes: tuple[str, ...] | None = None) -> Any:
+    """The model itself when no node moves; else a copy whose nodes at ``indices`` are ``op_type`` in the project's
+    domain (CONV_OF_INPUT_WEIGHT_DOMAIN), keeping only ``keep_attributes`` when given."""
+    if not indices:
         return model_proto
     copy = type(model_proto)()
     copy.CopyFrom(model_proto)
-    for index in rerouted:
+    for index in indices:
         node = copy.graph.node[index]
-        node.op_type, node.domain = CONV_OF_INPUT_WEIGHT, CONV_OF_INPUT_WEIGHT_DOMAIN
+        node.op_type, node.domain = op_type, CONV_OF_INPUT_WEIGHT_DOMAIN
+        if keep_attributes is not None:
+            for attribute in [a for a in node.attribute if a.name not in keep_attributes]:
+                node.attribute.remove(attribute)
     if all(entry.domain != CONV_OF_INPUT_WEIGHT_DOMAIN for entry in copy.opset_import):
         entry = copy.opset_import.add()
         entry.domain, entry.version = CONV_OF_INPUT_WEIGHT_DOMAIN, CONV_OF_INPUT_WEIGHT_VERSION
@@ -157,19 +167,8 @@ def route_batch_norms_of_computed_statistics(model_proto: Any) -> Any:
     rerouted = [index for index, node in enumerate(graph.node)
                 if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx") and not training(node)
                 and any(name and name not in initializers for name in node.input[1:5])]
-    if not rerouted:
-        return model_proto
-    copy = type(model_proto)()
-    copy.CopyFrom(model_proto)
-    for index in rerouted:
-        node = copy.graph.node[index]
-        node.op_type, node.domain = BATCH_NORM_OF_INPUTS, CONV_OF_INPUT_WEIGHT_DOMAIN
-        for attribute in [a for a in node.attribute if a.name != "epsilon"]:
-            node.attribute.remove(attribute)  # momentum only matters in training mode
-    if all(entry.domain != CONV_OF_INPUT_WEIGHT_DOMAIN for entry in copy.opset_import):
-        entry = copy.opset_import.add()
-        entry.domain, entry.version = CONV_OF_INPUT_WEIGHT_DOMAIN, CONV_OF_INPUT_WEIGHT_VERSION
-    return copy
+    # momentum only matters in training mode
+    return _copy_with_nodes_rerouted(model_proto, rerouted, BATCH_NORM_OF_INPUTS, keep_attributes=("epsilon",))
 
 
 def all_graphs(graph: Any) -> list[Any]:
