@@ -483,3 +483,14 @@ def test_an_embedding_gradient_differing_only_in_the_padding_row_is_explained():
     grads = {"tokens": compare_arrays("tokens", carried, source_grad, atol=1e-4, rtol=1e-3)}
     assert divergence.padding_rows(_padding_plan(2), grads, {"tokens": source_grad}, {"tokens": carried},
                                    1e-4, 1e-3) == (None, ())
+
+
+def test_a_gemm_fed_by_no_feature_map_is_left_to_the_divergence_report():
+    # Two Dense layers whose inputs differ because of another layer (an activation): no flatten to blame.
+    features = rng.standard_normal((4, 12))
+    source = ModelStructure([_gemm("d", "d/W")], [LayerCall("d", "Dense", features, None)])
+    target = ModelStructure([_gemm("fc", "fc/W")], [LayerCall("fc", "Linear", np.tanh(features), None)])
+    values = {"d/W": rng.standard_normal((5, 12)), "fc/W": np.zeros((5, 12))}
+    plan = plan_transfer(source, target, values, values, "a", "b")
+    settle_flatten_orders(plan, source, values, lambda: target, lambda _: None)
+    assert plan.pairs[0].flatten is None and plan.notes == []

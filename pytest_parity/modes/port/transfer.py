@@ -323,6 +323,8 @@ def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, source_val
             continue
         source_map = _pre_flatten_shape(source, pair.source.layer)
         target_map = _pre_flatten_shape(target, pair.target.layer)
+        if source_map is None and target_map is None:
+            continue  # no feature map is flattened into this Gemm: a difference here is another layer's to explain
         flatten, why = _flatten_from_data(source_call.input, target_call.input, source_map, target_map)
         if flatten is None and why is None:
             continue  # the same order on both sides
