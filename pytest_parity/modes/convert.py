@@ -19,19 +19,17 @@ from pytest_parity.errors import FrameworkNotInstalled, ParityError, ParityUsage
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, devices, left_out_note
 from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.modes.steps import (
+    checked_model,
     converted_run_failure,
     initializer_pattern,
     input_notes,
     make_cotangent_source,
     measure_speed_if_asked,
-    prepare_source,
-    randomize_constant_weights,
     refuse_if_not_a_function_of_its_inputs,
     refuse_non_finite,
     run_source,
 )
 from pytest_parity.result import Comparison, ParityResult
-from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings
 from pytest_parity.verdict import compare, float64_referee
 from pytest_parity.verdict.gradients import compare_gradients, input_label
@@ -52,17 +50,8 @@ def run_convert(source_model: Any, source_framework: str, inputs: ModelInputs, s
                                "the converted model takes the source's inputs as they are")
     target_framework = settings.target or DEFAULT_TARGET[source_framework]
     source = load_adapter(source_framework, source_model)
-    restore_placement = source.remember_placement()
-    originals: dict[str, np.ndarray] = {}
-    try:
-        inputs = prepare_source(source, inputs, device)
-        if settings.randomize_constant_weights:
-            originals = randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
-        return compare_models(source, inputs, target_framework, settings, device, seed_key, speed_gate, cache)
-    finally:
-        if originals:
-            source.assign_weights(originals)
-        restore_placement()
+    with checked_model(source, inputs, device, settings, seed_key) as prepared:
+        return compare_models(source, prepared, target_framework, settings, device, seed_key, speed_gate, cache)
 
 
 def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: str, settings: ParitySettings,

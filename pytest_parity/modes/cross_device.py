@@ -13,20 +13,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
 from pytest_parity.errors import DeviceUnavailable, ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import ModelAdapter, ModelInputs, detect_framework, devices, flatten_inputs
 from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.modes.steps import (
+    checked_model,
     make_cotangent_source,
-    prepare_source,
-    randomize_constant_weights,
     refuse_non_finite,
     run_source,
 )
 from pytest_parity.result import ParityResult
-from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings, with_overrides
 from pytest_parity.verdict import compare
 from pytest_parity.verdict.gradients import compare_gradients
@@ -71,17 +67,8 @@ def check_across_devices(model: Any, inputs: Any, settings: ParitySettings, seed
     if target_device == "cuda":
         require_cuda(framework)
     adapter = load_adapter(framework, model)
-    restore_placement = adapter.remember_placement()
-    originals: dict[str, np.ndarray] = {}
-    try:
-        model_inputs = prepare_source(adapter, model_inputs, REFERENCE_DEVICE)
-        if settings.randomize_constant_weights:
-            originals = randomize_constant_weights(adapter, seeded_generator(seed_key, settings.seed, "weights"))
-        return _compare_runs(adapter, model_inputs, settings, seed_key, target_device)
-    finally:
-        if originals:
-            adapter.assign_weights(originals)
-        restore_placement()
+    with checked_model(adapter, model_inputs, REFERENCE_DEVICE, settings, seed_key) as prepared:
+        return _compare_runs(adapter, prepared, settings, seed_key, target_device)
 
 
 def _compare_runs(adapter: ModelAdapter, inputs: ModelInputs, settings: ParitySettings, seed_key: str,

@@ -4,7 +4,8 @@ failure, refusing a non-finite reference, measuring speed, explaining a converte
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,25 @@ def input_notes(inputs: ModelInputs) -> list[str]:
 # ops (dropout drops whole elements) move outputs by a sizeable share of their scale, while float32 rounding, which
 # can differ run to run where threads split a reduction differently, stays near 1e-7 of it.
 RERUN_SHARE = 1e-3
+
+
+@contextmanager
+def checked_model(adapter: ModelAdapter, inputs: ModelInputs, device: str, settings: ParitySettings,
+                  seed_key: str) -> Iterator[ModelInputs]:
+    """One model made ready for a check (built, its inputs at its precision, initializer-pattern weights given seeded
+    values), yielding the inputs to use; afterwards, whatever happened, the model is as it was handed in: its own
+    weights, device and train/eval mode. Port mode, with two models and a transfer, keeps its own."""
+    restore_placement = adapter.remember_placement()
+    originals: dict[str, np.ndarray] = {}
+    try:
+        inputs = prepare_source(adapter, inputs, device)
+        if settings.randomize_constant_weights:
+            originals = randomize_constant_weights(adapter, seeded_generator(seed_key, settings.seed, "weights"))
+        yield inputs
+    finally:
+        if originals:
+            adapter.assign_weights(originals)
+        restore_placement()
 
 
 def refuse_if_not_a_function_of_its_inputs(source: ModelAdapter, inputs: ModelInputs, device: str, outputs: Any,
