@@ -157,8 +157,7 @@ def _no_tensorflow_import(source_framework: str) -> str:
 def export_tensorflow(source: Any, inputs: ModelInputs, weights_as_inputs: bool = False) -> Any:
     step = f"TensorFlow -> ONNX (tf2onnx {_version('tf2onnx')}, opset {OPSET})"
     try:
-        model_proto = source.to_onnx(inputs, OPSET, weights_as_inputs) if weights_as_inputs else \
-            source.to_onnx(inputs, OPSET)
+        model_proto = source.to_onnx(inputs, OPSET, weights_as_inputs)
     except (FrameworkNotInstalled, ConversionError):
         raise
     except Exception as error:
