@@ -199,7 +199,7 @@ def _flatten_case(target_features_from):
     values = {"d/W": rng.standard_normal((5, 12)), "fc/W": np.zeros((5, 12))}
     plan = plan_transfer(source, target, values, values, "a", "b")
     assigned = []
-    settle_flatten_orders(plan, source, values, lambda: target, assigned.append)
+    settle_flatten_orders(plan, source, target, values, lambda: target, assigned.append)
     return plan, assigned
 
 
@@ -232,7 +232,7 @@ def test_the_order_is_found_from_the_target_side_when_the_source_recorded_no_fea
         LayerCall("d", "Dense", feature_map.transpose(0, 2, 3, 1).reshape(4, -1), None)])
     values = {"fc/W": rng.standard_normal((5, 12)), "d/W": np.zeros((5, 12))}
     plan = plan_transfer(source, target, values, values, "a", "b")
-    settle_flatten_orders(plan, source, values, lambda: target, lambda _: None)
+    settle_flatten_orders(plan, source, target, values, lambda: target, lambda _: None)
     flatten = plan.pairs[0].flatten
     assert flatten is not None and flatten.source_shape == (3, 2, 2) and flatten.target_shape == (2, 2, 3)
     weight = values["fc/W"]
@@ -492,5 +492,5 @@ def test_a_gemm_fed_by_no_feature_map_is_left_to_the_divergence_report():
     target = ModelStructure([_gemm("fc", "fc/W")], [LayerCall("fc", "Linear", np.tanh(features), None)])
     values = {"d/W": rng.standard_normal((5, 12)), "fc/W": np.zeros((5, 12))}
     plan = plan_transfer(source, target, values, values, "a", "b")
-    settle_flatten_orders(plan, source, values, lambda: target, lambda _: None)
+    settle_flatten_orders(plan, source, target, values, lambda: target, lambda _: None)
     assert plan.pairs[0].flatten is None and plan.notes == []

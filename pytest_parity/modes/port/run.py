@@ -115,7 +115,7 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         plan = plan_transfer(source_structure, target_structure, source_values, target.weights(),
                              source.description, target.description)
         target.assign_weights(plan.transfer(source_values))
-        settle_flatten_orders(plan, source_structure, source_values,
+        settle_flatten_orders(plan, source_structure, target_structure, source_values,
                               lambda: _record_target(target, target_inputs, device), target.assign_weights)
         conversion_s = time.perf_counter() - started
 

@@ -298,7 +298,7 @@ def _pre_flatten_shape(structure: ModelStructure, layer: str) -> tuple[int, ...]
     return None
 
 
-def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, source_values: Values,
+def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, target: ModelStructure, source_values: Values,
                           record_target: Callable[[], ModelStructure], assign_target: Callable[[Values], None]) -> None:
     """Decide, from the recorded activations, the order in which the target flattened each feature map that feeds a
     Gemm, and carry that Gemm's weight in it.
@@ -308,23 +308,25 @@ def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, source_val
     (C, H, W); a port may permute before flattening on purpose); the one that makes the source's features equal the
     target's is the order. Shapes alone cannot tell: a port that flattens in Keras order needs no permutation at all.
     The feature map's shape comes from whichever side recorded it (pooling written as a function records nothing).
-    ``record_target`` runs the target (with the weights carried so far) and returns what it recorded.
+    ``target`` is the target's recording before the transfer (its shapes are all that is read from it);
+    ``record_target`` runs the target with the weights carried so far and returns what it recorded, only when a Gemm
+    is fed by a flattened feature map.
     """
-    target: ModelStructure | None = None
+    recorded: ModelStructure | None = None
     for pair in plan.pairs:
         if pair.source.op != "Gemm":
             continue
         source_call = source.call_of(pair.source.layer)
         if source_call is None or source_call.input is None or source_call.input.ndim != 2:
             continue
-        target = target or record_target()
-        target_call = target.call_of(pair.target.layer)
-        if target_call is None or target_call.input is None or target_call.input.shape != source_call.input.shape:
-            continue
         source_map = _pre_flatten_shape(source, pair.source.layer)
         target_map = _pre_flatten_shape(target, pair.target.layer)
         if source_map is None and target_map is None:
             continue  # no feature map is flattened into this Gemm: a difference here is another layer's to explain
+        recorded = recorded or record_target()
+        target_call = recorded.call_of(pair.target.layer)
+        if target_call is None or target_call.input is None or target_call.input.shape != source_call.input.shape:
+            continue
         flatten, why = _flatten_from_data(source_call.input, target_call.input, source_map, target_map)
         if flatten is None and why is None:
             continue  # the same order on both sides
@@ -337,7 +339,7 @@ def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, source_val
                           f"{shape_text(flatten.target_shape)} in the target's (read from the activations), so the "
                           f"weight's input axis was permuted to match")
         assign_target(plan.transfer(source_values))
-        target = None  # the target's later activations change with this weight: record again when needed
+        recorded = None  # the target's later activations change with this weight: record again when needed
 
 
 # A flatten order is taken when its features match the target's to within float32 rounding of their scale, and this
