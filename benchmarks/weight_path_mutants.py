@@ -3,8 +3,9 @@ negated after the conversion, for a Conv read by two nodes (rerouted), a Conv wh
 a class token tiled over the batch, a MultiHeadAttention kernel stored reshaped, and a BatchNormalization's gamma and
 beta (exported with the weights as graph inputs), also in MobileNet (its last BatchNormalization: at 32x32 the
 gradients of its early layers vanish to ~1e-16, within rounding of zero, where no mutant can be seen; the summary
-counts such weights). Every mutant must fail the check, every
-unmutated model pass.
+counts such weights), keras-hub Gemma's query kernel (transposed, then merged) and a weight-standardised Conv of timm's
+nf_regnet_b0 (a BatchNormalization of computed statistics; needs keras-hub and timm). Every mutant must fail the
+check, every unmutated model pass.
 
     python benchmarks/weight_path_mutants.py
 """
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import test_shared_weights as shared_weights  # noqa: E402
-import torch  # noqa: E402, F401 - imported before TensorFlow runs anything (PITFALLS: import order)
+import torch  # noqa: E402 - imported before TensorFlow runs anything (PITFALLS: import order)
 from keras import layers  # noqa: E402
 from test_convert_keras import ClassToken  # noqa: E402
 
@@ -54,6 +55,24 @@ def _mobilenet() -> keras.Model:
                                         classifier_activation=None)
 
 
+def _gemma() -> keras.Model:
+    import keras_hub  # a query kernel [heads, hidden, head_dim], transposed then merged into the MatMul weight
+
+    return keras_hub.models.GemmaBackbone(vocabulary_size=50, num_layers=1, hidden_dim=32, intermediate_dim=64,
+                                          num_query_heads=4, num_key_value_heads=2, head_dim=8)
+
+
+def _nf_regnet() -> torch.nn.Module:
+    import timm  # weight standardisation: a BatchNormalization of computed statistics in front of every Conv
+
+    return timm.create_model("nf_regnet_b0", pretrained=False, num_classes=4)
+
+
+def _token_ids(seed: int) -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(seed).integers(0, 50, (2, 8)).astype(np.int32)
+    return {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+
+
 def _inputs(seed: int, *shape: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
@@ -67,6 +86,8 @@ CASES = {
     "batchnorm gamma": (_conv_batchnorm, _inputs(4, 2, 8, 8, 3), r"batch_normalization(_\d+)?/gamma"),
     "batchnorm beta": (_conv_batchnorm, _inputs(5, 2, 8, 8, 3), r"batch_normalization(_\d+)?/beta"),
     "mobilenet last bn gamma": (_mobilenet, _inputs(6, 2, 32, 32, 3), "conv_pw_13_bn/gamma"),
+    "gemma query kernel": (_gemma, _token_ids(7), r"decoder_block_0/attention/query/kernel"),
+    "nf_regnet standardised conv": (_nf_regnet, _inputs(8, 2, 3, 32, 32), r"stem\.conv\.weight"),
 }
 MUTANTS = {"none": None, "zeroed": lambda g: g * 0, "halved": lambda g: g / 2, "negated": lambda g: -g}
 
