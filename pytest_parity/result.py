@@ -192,6 +192,9 @@ class WeightAccount:
     # Compared weights whose whole source gradient lies within its tolerance (below the model's float32 rounding
     # floor, see tolerances): a zeroed target gradient would pass them too, so their comparison shows little.
     within_rounding_of_zero: tuple[str, ...] = ()
+    # Compared weights whose gradient a float64 run showed to be zero in exact arithmetic (a bias ahead of a softmax
+    # or a normalisation): the comparison checked that the target's is zero within float32 rounding too.
+    zero_in_exact_arithmetic: tuple[str, ...] = ()
 
     @property
     def partial(self) -> bool:
@@ -204,7 +207,9 @@ class WeightAccount:
         extra = [f"{len(group)} {what}" for what, group in (("not compared", self.uncompared),
                                                             ("allowed uncompared", self.allowed),
                                                             ("unused", self.unused),
-                                                            ("within rounding of zero", self.within_rounding_of_zero))
+                                                            ("within rounding of zero", self.within_rounding_of_zero),
+                                                            ("zero in exact arithmetic",
+                                                             self.zero_in_exact_arithmetic))
                  if group]
         return f"weights compared {self.compared} of {self.total}" + (f" ({', '.join(extra)})" if extra else "")
 
@@ -212,7 +217,8 @@ class WeightAccount:
         return {"total": self.total, "compared": self.compared, "uncompared": dict(self.uncompared),
                 "allowed": dict(self.allowed), "unused": dict(self.unused),
                 "gradients_checked": self.gradients_checked, "partial": self.partial,
-                "within_rounding_of_zero": list(self.within_rounding_of_zero)}
+                "within_rounding_of_zero": list(self.within_rounding_of_zero),
+                "zero_in_exact_arithmetic": list(self.zero_in_exact_arithmetic)}
 
 
 @dataclass

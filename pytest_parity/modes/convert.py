@@ -31,7 +31,7 @@ from pytest_parity.modes.steps import (
 )
 from pytest_parity.result import Comparison, ParityResult
 from pytest_parity.settings import ParitySettings
-from pytest_parity.verdict import compare, float64_referee
+from pytest_parity.verdict import compare, float64_referee, tolerances
 from pytest_parity.verdict.gradients import compare_gradients, input_label
 from pytest_parity.verdict.messages import failure_message, float32_rounding_hint
 from pytest_parity.verdict.weight_accounting import account_weights
@@ -92,6 +92,7 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
         outputs = compare.compare_trees(target_outputs, source_outputs, atol=settings.atol, rtol=settings.rtol)
 
         grads = None
+        near_zero = None
         if settings.grad:
             by_target = target_weight_grads or {}
             carried = {m.source_name: _in_source_layout(m, by_target.get(m.target_name)) for m in grad_matches}
@@ -99,6 +100,10 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
                                                source_weight_grads or {}, carried,
                                                [m.source_name for m in grad_matches], settings,
                                                {m.source_name: m.target_name for m in grad_matches})
+            near_zero = _judge_near_zero_in_float64(grads, source, target, inputs, device, source_cotangents,
+                                                    grad_matches, source_input_grads, target_input_grads,
+                                                    source_weight_grads, carried)
+            grads = near_zero.grads
         weights = _compare_transferred_weights(source_weights, target_weights, matching)
         run_s = source_run_s + time.perf_counter() - started
 
@@ -112,7 +117,8 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
                                  "False: converters drop an Add of zeros and fold constant factors, so no tensor of "
                                  "the target holds it; leave randomize_constant_weights on to follow it")
     account = account_weights(source.trainable_names(), [m.source_name for m in grad_matches], why_not,
-                              source_weight_grads, settings.unmatched_weights, settings.grad, grads)
+                              source_weight_grads, settings.unmatched_weights, settings.grad, grads,
+                              near_zero.zero_in_exact_arithmetic if near_zero else ())
     result = ParityResult(
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
         weight_names={m.source_name: m.target_name for m in matching.matches},
@@ -175,6 +181,35 @@ def _convert_following_every_weight(source: ModelAdapter, inputs: ModelInputs, t
     return again, rematched, (f"exported with the weights as graph inputs: the frozen export folded {len(lost)} "
                               f"trainable weight(s) into others, which no tensor of the converted model held; this "
                               f"way {len(lost) - len(still)} of them are compared as themselves")
+
+
+def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapter, target: ModelAdapter,
+                                inputs: ModelInputs, device: str, cotangents: list[Any],
+                                grad_matches: list[WeightMatch], source_input_grads: list[np.ndarray | None] | None,
+                                target_input_grads: list[np.ndarray | None] | None,
+                                source_weight_grads: dict[str, Any] | None,
+                                carried: dict[str, np.ndarray | None]) -> float64_referee.NearZeroRejudged:
+    """Gradients a zeroed target would pass are judged against their own float32 rounding, measured by a float64 run
+    of the PyTorch side (the source when it is PyTorch, else the converted model): see float64_referee. Runs only
+    when there is such a gradient."""
+    if not any(tolerances.zero_would_pass(comparison) for comparison in grads.values()):
+        return float64_referee.NearZeroRejudged(grads, (), ())
+    labels = [input_label(inputs, name) for name in inputs.names]
+    source32 = {**dict(zip(labels, source_input_grads or [])), **(source_weight_grads or {})}
+    target32 = {**dict(zip(labels, target_input_grads or [])), **carried}
+    if source.framework == "torch":
+        run64 = float64_referee.run_in_float64(source, inputs, device, cotangents,
+                                               [m.source_name for m in grad_matches])
+        own32 = source32
+        own64 = None if run64 is None else {**dict(zip(labels, run64[1] or [])), **(run64[2] or {})}
+    else:
+        run64 = float64_referee.run_in_float64(target, inputs, device, cotangents,
+                                               [m.target_name for m in grad_matches])
+        own32 = target32
+        own64 = None if run64 is None else {
+            **dict(zip(labels, run64[1] or [])),
+            **{m.source_name: _in_source_layout(m, (run64[2] or {}).get(m.target_name)) for m in grad_matches}}
+    return float64_referee.rejudge_near_zero(grads, source32, target32, own32, own64)
 
 
 def _unfolded_export_failed(error: BaseException) -> str:

@@ -27,6 +27,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from pytest_parity.result import Comparison
+
 SCALE_SHARE = 1e-2
 NOISE_SHARE = 1e-7
 
@@ -49,3 +51,10 @@ def gradient_atol(own: float, grad_atol: float, overall: float, *, scale_share: 
     """The absolute tolerance for one source gradient tensor whose largest |element| is ``own``, in a check whose
     largest gradient element is ``overall`` (see the module's docstring)."""
     return min(grad_atol, max(scale_share * own, noise_share * overall))
+
+
+def zero_would_pass(comparison: Comparison) -> bool:
+    """A zeroed target would pass this comparison: every |source| element <= atol + rtol |source| (exact zeros
+    excluded: there a zero target is right, and unused weights are reported as such)."""
+    scale = comparison.source_max_abs
+    return 0.0 < scale * (1.0 - comparison.rtol) <= comparison.atol

@@ -16,14 +16,17 @@ from typing import Any
 import numpy as np
 
 from pytest_parity.result import Comparison, WeightAccount
+from pytest_parity.verdict import tolerances
 
 
 def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_compared: dict[str, str],
                     source_gradients: dict[str, Any] | None, accepted: str | tuple[str, ...],
-                    gradients_checked: bool, comparisons: dict[str, Comparison] | None = None) -> WeightAccount:
+                    gradients_checked: bool, comparisons: dict[str, Comparison] | None = None,
+                    zero_in_exact_arithmetic: Iterable[str] = ()) -> WeightAccount:
     """``why_not_compared``: reasons the mode knows for weights it could not follow; any other trainable weight
     that was not compared gets a generic one. ``accepted``: "fail" (none), "allow" (all), or names / fnmatch
-    patterns. ``comparisons``: the gradient comparisons, to count those a zeroed target would also pass."""
+    patterns. ``comparisons``: the gradient comparisons, to count those a zeroed target would also pass;
+    ``zero_in_exact_arithmetic``: those of them a float64 run showed to be zero (there a zero target is right)."""
     trainable = list(dict.fromkeys(trainable))
     if not gradients_checked:
         # grad=False: the user asked for no gradients at all; the account says so instead of failing each weight.
@@ -44,17 +47,13 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
         else:
             uncompared[name] = reason
     comparisons = comparisons or {}
-    near_zero = tuple(name for name in trainable
-                      if name in done and name in comparisons and _within_tolerance_of_zero(comparisons[name]))
+    exact_zero = set(zero_in_exact_arithmetic)
+    near_zero = [name for name in trainable
+                 if name in done and name in comparisons and tolerances.zero_would_pass(comparisons[name])]
     return WeightAccount(total=len(trainable), compared=sum(1 for name in trainable if name in done),
-                         uncompared=uncompared, allowed=allowed, unused=unused, within_rounding_of_zero=near_zero)
-
-
-def _within_tolerance_of_zero(comparison: Comparison) -> bool:
-    """A zeroed target would pass: every |source| element <= atol + rtol |source| (exact zeros excluded: there a zero
-    target is right, and unused weights are reported as such)."""
-    scale = comparison.source_max_abs
-    return 0.0 < scale * (1.0 - comparison.rtol) <= comparison.atol
+                         uncompared=uncompared, allowed=allowed, unused=unused,
+                         within_rounding_of_zero=tuple(name for name in near_zero if name not in exact_zero),
+                         zero_in_exact_arithmetic=tuple(name for name in near_zero if name in exact_zero))
 
 
 def _no_influence(gradient: Any) -> bool:

@@ -122,3 +122,64 @@ def test_the_account_counts_gradients_a_zeroed_target_would_also_pass():
                               "fail", True, grads)
     assert account.within_rounding_of_zero == ("tiny",)
     assert account.describe() == "weights compared 2 of 2 (1 within rounding of zero)"
+
+
+# -- near-zero gradients judged against their own float32 rounding (float64_referee.rejudge_near_zero) ------------
+
+def _near_zero_case(target_tiny: np.ndarray, own64_tiny: np.ndarray | None, tiny: np.ndarray | None = None):
+    """A check whose 'tiny' gradient lies under the rounding floor; 'own' is one side's float32 and float64 run."""
+    from pytest_parity.verdict import float64_referee
+
+    large = np.ones(8, np.float32)
+    tiny = np.full(8, 3e-12, np.float32) if tiny is None else tiny
+    grads = _check_gradients({"large": large, "tiny": tiny}, {"large": large, "tiny": target_tiny})
+    assert tolerances.zero_would_pass(grads["tiny"])  # the floor alone cannot judge it
+    own32 = {"large": large, "tiny": tiny}
+    own64 = None if own64_tiny is None else {"large": large.astype(np.float64), "tiny": own64_tiny}
+    return float64_referee.rejudge_near_zero(grads, own32, {"large": large, "tiny": target_tiny}, own32, own64)
+
+
+@pytest.mark.parametrize("mutant", [lambda g: g * 0, lambda g: g / 2, lambda g: -g])
+def test_a_real_gradient_that_vanished_fails_a_zeroed_halved_or_negated_target(mutant):
+    tiny = np.linspace(1e-12, 3e-12, 8).astype(np.float32)
+    exact = tiny.astype(np.float64) * (1 + 1e-7)  # float32 rounding of the tensor itself: ~1e-7 of it
+    outcome = _near_zero_case(mutant(tiny), exact, tiny)
+    assert not outcome.grads["tiny"].passed
+    assert outcome.grads["tiny"].atol < 1e-13  # its own scale, not the model's rounding floor
+    assert outcome.zero_in_exact_arithmetic == () and outcome.unresolved == ()
+
+
+def test_a_real_gradient_that_vanished_passes_a_target_that_rounds_differently():
+    tiny = np.linspace(1e-12, 3e-12, 8).astype(np.float32)
+    exact = tiny.astype(np.float64) * (1 + 1e-7)
+    outcome = _near_zero_case((tiny * (1 + 3e-7)).astype(np.float32), exact, tiny)
+    assert outcome.grads["tiny"].passed and outcome.grads["large"].passed
+
+
+def test_a_gradient_zero_in_exact_arithmetic_is_checked_to_be_zero():
+    noise = np.random.default_rng(0).uniform(-3e-9, 3e-9, 8).astype(np.float32)  # float32 noise of a zero gradient
+    exact = np.full(8, 1e-18)
+    other_noise = np.random.default_rng(1).uniform(-3e-9, 3e-9, 8).astype(np.float32)
+    outcome = _near_zero_case(other_noise, exact, noise)
+    assert outcome.grads["tiny"].passed and outcome.zero_in_exact_arithmetic == ("tiny",)
+    # ... and a target whose gradient is not zero there fails: no looser than the floor (1e-7 of the largest).
+    wrong = _near_zero_case(np.full(8, 2e-7, np.float32), exact, noise)
+    assert not wrong.grads["tiny"].passed
+
+
+def test_without_a_float64_run_a_near_zero_gradient_stays_unresolved_and_is_never_judged_looser():
+    outcome = _near_zero_case(np.zeros(8, np.float32), None)
+    assert outcome.unresolved == ("tiny",)
+    assert outcome.grads["tiny"].passed  # unchanged: the account names it (within rounding of zero)
+    loose = _near_zero_case(np.zeros(8, np.float32), np.full(8, 1.0))  # a huge 'rounding' cannot widen the tolerance
+    assert loose.grads["tiny"].atol <= tolerances.NOISE_SHARE * 1.0
+
+
+def test_the_account_names_gradients_zero_in_exact_arithmetic_apart_from_those_within_rounding():
+    large = np.ones(8)
+    tiny = np.full(8, 1e-9)
+    grads = _check_gradients({"large": large, "a": tiny, "b": tiny}, {"large": large, "a": tiny, "b": tiny})
+    account = account_weights(["large", "a", "b"], ["large", "a", "b"], {}, {"large": large, "a": tiny, "b": tiny},
+                              "fail", True, grads, zero_in_exact_arithmetic=("a",))
+    assert account.zero_in_exact_arithmetic == ("a",) and account.within_rounding_of_zero == ("b",)
+    assert account.describe() == "weights compared 3 of 3 (1 within rounding of zero, 1 zero in exact arithmetic)"
