@@ -209,8 +209,10 @@ def worker(group: str, name: str) -> None:
             for holder, start, stop in holders:
                 if weight_grads.get(holder) is not None:
                     state["placed"] = True
-                    gradient = np.array(weight_grads[holder])
+                    gradient = np.array(weight_grads[holder], order="C")  # reshape(-1) must be a view
                     gradient.reshape(-1)[start:stop] *= 0.0 if state["kind"] == "zero" else 0.5
+                    # A mutant that changed nothing would count as caught or escaped for no reason.
+                    assert not np.array_equal(gradient, weight_grads[holder]) or not gradient.any()
                     weight_grads[holder] = gradient
         return outputs, input_grads, weight_grads
 
