@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -54,6 +55,10 @@ class ParitySettings:
     # Trainable source weights whose gradient the check could not compare (folded, merged, no counterpart): "fail"
     # (the check fails naming them), "allow" (a partial pass that says so), or names / fnmatch patterns to allow.
     unmatched_weights: str | tuple[str, ...] = "fail"
+    # Port mode: the target's input and output names for the source's ((source name, target name), ...), given as a
+    # dict, where two implementations name them differently (input_ids vs token_ids); see port/io_names.
+    input_names: tuple[tuple[str, str], ...] | None = None
+    output_names: tuple[tuple[str, str], ...] | None = None
 
 
 MARKER_ARGUMENTS = tuple(f.name for f in fields(ParitySettings))
@@ -124,6 +129,8 @@ def _check_value(name: str, value: Any) -> Any:
         raise ParityUsageError(f"parity argument unmatched_weights={value!r} must be 'fail' (a weight whose gradient "
                                f"could not be compared fails the check), 'allow' (a partial pass, reported), or a "
                                f"non-empty list of weight names or fnmatch patterns to allow, e.g. ['bn/*']")
+    if name in ("input_names", "output_names"):
+        return _check_names(name, value)
     if name == "layouts":
         pair = parse_layouts(value)
         return None if pair is None else (pair.source, pair.target)
@@ -133,6 +140,21 @@ def _check_value(name: str, value: Any) -> Any:
                                    f"(or None: torch, the framework ONNX models are imported into)")
         return value
     raise AssertionError(f"unhandled parity argument {name}")  # pragma: no cover - MARKER_ARGUMENTS and this agree
+
+
+def _check_names(name: str, value: Any) -> tuple[tuple[str, str], ...] | None:
+    if value is None:
+        return None
+    kind = "inputs" if name == "input_names" else "outputs"
+    example = "{'input_ids': 'token_ids'}" if kind == "inputs" else "{'last_hidden_state': 'sequence_output'}"
+    if (not isinstance(value, Mapping) or not value
+            or not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items())):
+        raise ParityUsageError(f"parity argument {name}={value!r} must be a non-empty dict from the source's "
+                               f"{kind} names to the target's, for example {name}={example}")
+    if len(set(value.values())) != len(value):
+        raise ParityUsageError(f"parity argument {name}={dict(value)!r} gives two source {kind} the same target "
+                               f"name; each source name must map to its own target name")
+    return tuple((str(k), str(v)) for k, v in value.items())
 
 
 def _unknown_arguments(given: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:

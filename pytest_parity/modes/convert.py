@@ -45,9 +45,11 @@ DEFAULT_TARGET = {"tensorflow": "torch", "torch": "torch"}
 
 def run_convert(source_model: Any, source_framework: str, inputs: ModelInputs, settings: ParitySettings, device: str,
                 seed_key: str, speed_gate: bool, cache: ConversionCache | None) -> ParityResult:
-    if settings.layouts is not None:
-        raise ParityUsageError("layouts=... applies to port mode (parity.check(source, target, ...)); in convert mode "
-                               "the converted model takes the source's inputs as they are")
+    for name in ("layouts", "input_names", "output_names"):
+        if getattr(settings, name) is not None:
+            raise ParityUsageError(f"{name}=... applies to port mode (parity.check(source, target, ...)); in convert "
+                                   f"mode the converted model takes the source's inputs and gives its outputs as "
+                                   f"they are")
     target_framework = settings.target or DEFAULT_TARGET[source_framework]
     source = load_adapter(source_framework, source_model)
     with checked_model(source, inputs, device, settings, seed_key) as prepared:

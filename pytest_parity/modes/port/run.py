@@ -20,7 +20,7 @@ from pytest_parity.errors import ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices, left_out_note
 from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
-from pytest_parity.modes.port import divergence
+from pytest_parity.modes.port import divergence, io_names
 from pytest_parity.modes.port.ops import ModelStructure
 from pytest_parity.modes.port.transfer import TransferPlan, plan_transfer, settle_flatten_orders
 from pytest_parity.modes.steps import (
@@ -34,11 +34,11 @@ from pytest_parity.modes.steps import (
     run_source,
     source_run_failure,
 )
-from pytest_parity.result import ParityResult
+from pytest_parity.result import Comparison, ParityResult
 from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings
-from pytest_parity.verdict import compare
-from pytest_parity.verdict.gradients import compare_gradients
+from pytest_parity.verdict import compare, float64_referee, tolerances
+from pytest_parity.verdict.gradients import compare_gradients, input_label
 from pytest_parity.verdict.messages import failure_message
 from pytest_parity.verdict.weight_accounting import account_weights
 
@@ -53,10 +53,14 @@ def _record(adapter: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStr
     return torch_layers.record(adapter, inputs, device)
 
 
-def _for_target(inputs: ModelInputs, layouts: LayoutPair | None) -> ModelInputs:
+def _for_target(inputs: ModelInputs, layouts: LayoutPair | None,
+                input_names: tuple[tuple[str, str], ...] | None) -> ModelInputs:
+    """The inputs as the target takes them: in its layout, under its names."""
+    renamed = io_names.target_inputs(inputs, input_names)
     if layouts is None:
-        return inputs
-    return ModelInputs(inputs.kind, inputs.names, tuple(layouts.source_to_target(a) for a in inputs.arrays))
+        return renamed
+    return ModelInputs(renamed.kind, renamed.names, tuple(layouts.source_to_target(a) for a in renamed.arrays),
+                       renamed.cast_from_float64)
 
 
 def _to_source_layout(tree: Any, layouts: LayoutPair | None) -> Any:
@@ -80,12 +84,13 @@ def run_port(source_model: Any, target_model: Any, source_framework: str, target
     layouts = parse_layouts(settings.layouts)
     if layouts is not None:
         check_inputs_fit(layouts, [(name, array.shape) for name, array in zip(inputs.names, inputs.arrays)])
+    io_names.target_inputs(inputs, settings.input_names)  # a name that does not fit is refused before any run
     source, target = load_adapter(source_framework, source_model), load_adapter(target_framework, target_model)
     restore_placements = [source.remember_placement(), target.remember_placement()]
     originals: list[tuple[ModelAdapter, dict[str, np.ndarray]]] = []
     try:
         inputs = prepare_source(source, inputs, device)
-        _build_target(target, _for_target(inputs, layouts), device)
+        _build_target(target, _for_target(inputs, layouts, settings.input_names), device)
         originals = [(source, source.weights()), (target, target.weights())]
         if settings.randomize_constant_weights:
             randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
@@ -106,7 +111,8 @@ def _other(framework: str) -> str:
 
 def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layouts: LayoutPair | None,
            settings: ParitySettings, device: str, seed_key: str, speed_gate: bool) -> ParityResult:
-    target_inputs = _for_target(inputs, layouts)
+    target_inputs = _for_target(inputs, layouts, settings.input_names)
+    output_names = io_names.OutputNames(settings.output_names) if settings.output_names else None
     with devices.exact_float32({source.framework, target.framework}, device):
         started = time.perf_counter()
         source_values = source.weights()
@@ -128,12 +134,22 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         if settings.grad:
             target_cotangents = [None if c is None else (layouts.source_to_target(c) if layouts else c)
                                  for c in cotangents]
+            if output_names is not None:
+                # The target's leaves come in its own order under its own names: one forward run shows them.
+                probe = _run_target(target, target_inputs, device, None, plan)[0]
+                target_cotangents = output_names.target_cotangents(source_outputs, target_cotangents, probe)
         target_outputs, target_input_grads, target_weight_grads = _run_target(
             target, target_inputs, device, target_cotangents, plan)
-        raw_target_outputs, target_outputs = target_outputs, _to_source_layout(target_outputs, layouts)
+        raw_target_outputs = target_outputs
+        not_compared: list[str] = []
+        if output_names is not None:
+            not_compared = output_names.left_out(source_outputs, target_outputs)
+            target_outputs = output_names.as_source(source_outputs, target_outputs)
+        target_outputs = _to_source_layout(target_outputs, layouts)
         outputs = compare.compare_trees(target_outputs, source_outputs, atol=settings.atol, rtol=settings.rtol)
 
         grads = None
+        near_zero = None
         if settings.grad:
             target_input_grads = [None if g is None else (layouts.target_to_source(g) if layouts else g)
                                   for g in (target_input_grads or [])]
@@ -141,20 +157,27 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             trainable = [name for name in source.trainable_names() if name in carried]
             grads = compare_gradients(inputs, source_input_grads or [], target_input_grads,
                                                source_weight_grads or {}, carried, trainable, settings)
+            near_zero = _judge_near_zero_in_float64(grads, source, target, inputs, target_inputs, layouts, plan,
+                                                    device, cotangents, target_cotangents, source_input_grads,
+                                                    target_input_grads, source_weight_grads or {}, carried)
+            grads = near_zero.grads
         run_s = time.perf_counter() - started
         speed = measure_speed_if_asked(settings, speed_gate, device, source, inputs, target, target_inputs)
 
         names = plan.target_names()
         compared = [name for name in (grads or {}) if name in source_values]
         account = account_weights(source.trainable_names(), compared, dict(plan.unused), source_weight_grads,
-                                  settings.unmatched_weights, settings.grad, grads)
+                                  settings.unmatched_weights, settings.grad, grads,
+                                  near_zero.zero_in_exact_arithmetic if near_zero else ())
         result = ParityResult(
             route=f"port: {source.framework} -> {target.framework}", device=device,
             outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused),
             weight_account=account, speed=speed,
             conversion_s=conversion_s, run_s=run_s, notes=[*plan.notes, *input_notes(inputs),
                    *left_out_note(source.left_out_outputs, source.description),
-                   *left_out_note(target.left_out_outputs, target.description)])
+                   *left_out_note(target.left_out_outputs, target.description),
+                   *([f"outputs of {target.description} that output_names= gives no source output for, so not "
+                      f"compared: {', '.join(not_compared)}"] if not_compared else [])])
         if not result.passed:
             refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs,
                                                    cotangents if settings.grad else None)
@@ -170,6 +193,35 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                     plan, grads, source_weight_grads or {}, carried, settings.grad_atol, settings.grad_rtol)
             raise ParityError(failure_message(result, source.description, target.description), result)
     return result
+
+
+def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapter, target: ModelAdapter,
+                                inputs: ModelInputs, target_inputs: ModelInputs, layouts: LayoutPair | None,
+                                plan: TransferPlan, device: str, cotangents: list[Any],
+                                target_cotangents: list[Any] | None, source_input_grads: list[Any] | None,
+                                target_input_grads: list[Any], source_weight_grads: dict[str, Any],
+                                carried: dict[str, Any]) -> float64_referee.NearZeroRejudged:
+    """As in convert mode: gradients a zeroed target would pass are judged against the float32 rounding a float64 run
+    of the PyTorch model (source or target) shows in each of them (float64_referee). Runs only when there is one."""
+    if not any(tolerances.zero_would_pass(comparison) for comparison in grads.values()):
+        return float64_referee.NearZeroRejudged(grads, (), ())
+    labels = [input_label(inputs, name) for name in inputs.names]
+    source32 = {**dict(zip(labels, source_input_grads or [])), **source_weight_grads}
+    target32 = {**dict(zip(labels, target_input_grads)), **carried}
+    own64 = None
+    if source.framework == "torch":
+        own32 = source32
+        run64 = float64_referee.run_in_float64(source, inputs, device, cotangents, list(source_weight_grads))
+        if run64 is not None:
+            own64 = {**dict(zip(labels, run64[1] or [])), **(run64[2] or {})}
+    else:
+        own32 = target32
+        run64 = float64_referee.run_in_float64(target, target_inputs, device, target_cotangents,
+                                               _carried_names(target, plan))
+        if run64 is not None:
+            to_source = [None if g is None else (layouts.target_to_source(g) if layouts else g) for g in run64[1] or []]
+            own64 = {**dict(zip(labels, to_source)), **plan.gradients_to_source(run64[2] or {})}
+    return float64_referee.rejudge_near_zero(grads, source32, target32, own32, own64)
 
 
 def _record_source(source: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
@@ -231,9 +283,13 @@ def _input_names(adapter: ModelAdapter) -> list[str] | None:
 def _run_target(target: ModelAdapter, inputs: ModelInputs, device: str, cotangents: list[Any] | None,
                 plan: TransferPlan) -> Any:
     """Gradients only for the target's trainable weights that received source weights."""
+    return target.run(inputs, device, cotangents,
+                      grad_weights=_carried_names(target, plan) if cotangents is not None else None)
+
+
+def _carried_names(target: ModelAdapter, plan: TransferPlan) -> list[str]:
     trainable = set(target.trainable_names())
-    carried = list(dict.fromkeys(name for pair in plan.pairs for name in pair.target.variables() if name in trainable))
-    return target.run(inputs, device, cotangents, grad_weights=carried if cotangents is not None else None)
+    return list(dict.fromkeys(name for pair in plan.pairs for name in pair.target.variables() if name in trainable))
 
 
 def _locate(plan: TransferPlan, source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs,

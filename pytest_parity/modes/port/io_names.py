@@ -1,0 +1,90 @@
+"""The target's inputs and outputs under the source's names (input_names=, output_names=).
+
+Two independent implementations of one architecture rarely name their inputs and outputs alike: Hugging Face's
+BertModel takes ``input_ids``, ``token_type_ids`` and ``attention_mask`` and returns ``last_hidden_state`` and
+``pooler_output``; keras-hub's BertBackbone takes ``token_ids``, ``segment_ids`` and ``padding_mask`` and returns
+``sequence_output`` and ``pooled_output``. Port mode gives both models the same inputs and compares the same outputs,
+so the user says which is which, once, by name (source name -> target name); no wrapper model is needed, and the
+weights still pair by structure. The comparison is made in the source's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pytest_parity import trees
+from pytest_parity.errors import ParityUsageError
+from pytest_parity.frameworks import ModelInputs
+
+
+def target_inputs(inputs: ModelInputs, input_names: tuple[tuple[str, str], ...] | None) -> ModelInputs:
+    """The inputs as the target takes them: each source name in ``input_names`` replaced by the target's."""
+    if not input_names:
+        return inputs
+    if inputs.kind != "named":
+        raise ParityUsageError("input_names= renames inputs given by name, but the inputs are not a dict; pass "
+                               "inputs={'source_name': array, ...} or drop input_names=")
+    renamed = dict(input_names)
+    unknown = [name for name in renamed if name not in inputs.names]
+    if unknown:
+        raise ParityUsageError(f"input_names= names {', '.join(map(repr, unknown))}, which the inputs do not have "
+                               f"(they are {', '.join(map(repr, inputs.names))}); its keys are the source's input "
+                               f"names, its values the target's")
+    return ModelInputs(inputs.kind, tuple(renamed.get(name, name) for name in inputs.names), inputs.arrays,
+                       inputs.cast_from_float64)
+
+
+class OutputNames:
+    """Reads the target's outputs under the source's top-level output names."""
+
+    def __init__(self, output_names: tuple[tuple[str, str], ...]) -> None:
+        self.to_target = dict(output_names)
+
+    def _keys(self, source_outputs: Any, target_outputs: Any) -> dict[str, str]:
+        """source key -> target key, for every source output key the target has."""
+        for tree, which in ((source_outputs, "source"), (target_outputs, "target")):
+            if not isinstance(tree, Mapping):
+                raise ParityUsageError(f"output_names= renames outputs by key, but the {which} model returns "
+                                       f"{type(tree).__name__}, not a dict (or a ModelOutput); drop output_names=, "
+                                       f"or compare models that return their outputs by name")
+        unknown = [key for key in self.to_target if key not in source_outputs]
+        missing = [target for target in self.to_target.values() if target not in target_outputs]
+        if unknown or missing:
+            raise ParityUsageError(
+                "output_names= does not fit the outputs: "
+                + "; ".join(part for part in (
+                    f"the source returns no {', '.join(map(repr, unknown))} (it returns "
+                    f"{', '.join(map(repr, source_outputs))})" if unknown else "",
+                    f"the target returns no {', '.join(map(repr, missing))} (it returns "
+                    f"{', '.join(map(repr, target_outputs))})" if missing else "") if part)
+                + "; its keys are the source's output names, its values the target's")
+        return {key: self.to_target.get(key, key) for key in source_outputs
+                if self.to_target.get(key, key) in target_outputs}
+
+    def left_out(self, source_outputs: Any, target_outputs: Any) -> list[str]:
+        """The target's output keys that no source output reads (not compared)."""
+        used = set(self._keys(source_outputs, target_outputs).values())
+        return [str(key) for key in target_outputs if key not in used]
+
+    def as_source(self, source_outputs: Any, target_outputs: Any) -> dict[str, Any]:
+        """The target's outputs keyed by the source's names (a source key the target lacks stays missing, for the
+        comparison to name)."""
+        return {key: target_outputs[target] for key, target in self._keys(source_outputs, target_outputs).items()}
+
+    def target_cotangents(self, source_outputs: Any, source_cotangents: list[np.ndarray | None],
+                          target_outputs: Any) -> list[np.ndarray | None]:
+        """The source's cotangents in the order of the target's output leaves (None for a leaf not compared)."""
+        by_path = {path: cotangent for (path, _), cotangent
+                   in zip(trees.flatten_tree(source_outputs, "output"), source_cotangents)}
+        from_target = {target: key for key, target in self._keys(source_outputs, target_outputs).items()}
+        cotangents: list[np.ndarray | None] = []
+        for key, value in target_outputs.items():
+            for path, _ in trees.flatten_tree(value, f"output[{key!r}]"):
+                source_key = from_target.get(key)
+                source_path = None if source_key is None else f"output[{source_key!r}]" + path[len(
+                    f"output[{key!r}]"):]
+                cotangents.append(by_path.get(source_path) if source_path else None)
+        return cotangents

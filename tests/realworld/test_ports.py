@@ -1,0 +1,85 @@
+"""Port mode between two independently written implementations of one architecture: Hugging Face transformers'
+BertModel (PyTorch) and keras-hub's BertBackbone (Keras), built from the same small config with random weights.
+
+No weight mapping is written here: the weights pair by structure through ONNX layouts (embeddings by table shape,
+attention kernels [hidden, heads, head_dim] against Linear [out, in]); the only thing said is which input and output
+names correspond. Run with ``pytest tests/realworld -m realworld``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+VOCAB, HIDDEN, LAYERS, HEADS, INTERMEDIATE, POSITIONS = 100, 32, 2, 2, 64, 64
+HF_TO_HUB_INPUTS = {"input_ids": "token_ids", "token_type_ids": "segment_ids", "attention_mask": "padding_mask"}
+HF_TO_HUB_OUTPUTS = {"last_hidden_state": "sequence_output", "pooler_output": "pooled_output"}
+
+
+def bert_pair():
+    transformers = pytest.importorskip("transformers", reason="pip install transformers")
+    keras_hub = pytest.importorskip("keras_hub", reason="pip install keras-hub")
+    hf = transformers.BertModel(transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE, max_position_embeddings=POSITIONS, type_vocab_size=2)).eval()
+    hub = keras_hub.models.BertBackbone(vocabulary_size=VOCAB, num_layers=LAYERS, num_heads=HEADS, hidden_dim=HIDDEN,
+                                        intermediate_dim=INTERMEDIATE, max_sequence_length=POSITIONS, num_segments=2,
+                                        dropout=0.0)
+    return hf, hub
+
+
+def hf_inputs():
+    rng = np.random.default_rng(0)
+    mask = np.ones((2, 8), np.int32)
+    mask[1, 6:] = 0  # the second sequence is padded
+    return {"input_ids": rng.integers(1, VOCAB, (2, 8)).astype(np.int32),
+            "token_type_ids": rng.integers(0, 2, (2, 8)).astype(np.int32), "attention_mask": mask}
+
+
+@pytest.fixture
+def failing_port_check():
+    """A failing port check run directly (not through the fixture, which would fail the test): the ParityError."""
+    from pytest_parity.check import run_check
+    from pytest_parity.errors import ParityError
+    from pytest_parity.settings import ParitySettings, with_overrides
+
+    def check(source, target, inputs, **overrides):
+        with pytest.raises(ParityError) as failure:
+            run_check(source, target, inputs, with_overrides(ParitySettings(devices=("cpu",)), overrides), "cpu",
+                      "test_ports")
+        return failure.value
+    return check
+
+
+def inverse(names):
+    return {target: source for source, target in names.items()}
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_transformers_bert_ported_to_keras_hub(parity):
+    hf, hub = bert_pair()
+    result = parity.check(hf, hub, inputs=hf_inputs(), input_names=HF_TO_HUB_INPUTS, output_names=HF_TO_HUB_OUTPUTS)
+    assert result.weight_account.compared == result.weight_account.total == 39
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_keras_hub_bert_ported_to_transformers(parity):
+    hf, hub = bert_pair()
+    inputs = {HF_TO_HUB_INPUTS[name]: array for name, array in hf_inputs().items()}
+    result = parity.check(hub, hf, inputs=inputs, input_names=inverse(HF_TO_HUB_INPUTS),
+                          output_names=inverse(HF_TO_HUB_OUTPUTS))
+    assert result.weight_account.compared == result.weight_account.total == 39
+
+
+def test_a_bert_port_with_another_layer_norm_epsilon_fails_at_the_first_norm(failing_port_check):
+    """keras-hub's BERT normalises with epsilon 1e-12, as Google's BERT did; a transformers BERT with epsilon 1e-5 is
+    not the same model at this scale of activations, and the failure names the first LayerNorm and its epsilon."""
+    transformers = pytest.importorskip("transformers", reason="pip install transformers")
+    _, hub = bert_pair()
+    other = transformers.BertModel(transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE, max_position_embeddings=POSITIONS, type_vocab_size=2,
+        layer_norm_eps=1e-5)).eval()
+    failure = failing_port_check(other, hub, hf_inputs(), input_names=HF_TO_HUB_INPUTS,
+                                 output_names=HF_TO_HUB_OUTPUTS)
+    assert "embeddings.LayerNorm" in failure.result.diagnosis and "epsilon" in failure.result.diagnosis
