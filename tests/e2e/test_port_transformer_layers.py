@@ -64,6 +64,26 @@ def test_fused_in_proj_is_carried_blockwise_and_its_gradient_assembled():
     assert result.weight_names["attention/key/kernel"] == "attention.attention.in_proj_weight[block 2 of 3]"
 
 
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_one_qkv_linear_is_split_into_row_blocks_to_pair_with_three_projections(direction):
+    source, target = _oriented(*twins.CASES["attention_vs_one_qkv_linear"], direction)
+    result = _run(source, target, _inputs("sequence", np.random.default_rng(5)), "qkv")
+    assert any("attention.qkv (Linear) split into 3 row blocks" in note for note in result.notes)
+    if direction == "torch->keras":
+        assert result.weight_names["attention.qkv.weight"] == \
+            "attention/query/kernel + attention/key/kernel + attention/value/kernel"
+        assert result.grads["attention.qkv.weight"].total == 3 * twins.HIDDEN * twins.HIDDEN
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_port_that_reads_the_qkv_blocks_in_another_order_fails(direction):
+    wrong = lambda: twins.torch_attention_block("separate", qkv_order="kqv")  # noqa: E731
+    source, target = _oriented(twins.keras_attention_block, wrong, direction)
+    with pytest.raises(ParityError) as failure:
+        _run(source, target, _inputs("sequence", np.random.default_rng(5)), "qkv-order")
+    assert "attention" in failure.value.result.diagnosis
+
+
 def test_embeddings_called_in_another_order_are_paired_by_shape_and_said_so():
     source, target = _oriented(*twins.CASES["tiny_bert_multihead_attention"], "torch->keras")
     result = _run(source, target, _inputs("tokens", np.random.default_rng(2)), "embeddings")

@@ -83,3 +83,52 @@ def test_a_bert_port_with_another_layer_norm_epsilon_fails_at_the_first_norm(fai
     failure = failing_port_check(other, hub, hf_inputs(), input_names=HF_TO_HUB_INPUTS,
                                  output_names=HF_TO_HUB_OUTPUTS)
     assert "embeddings.LayerNorm" in failure.result.diagnosis and "epsilon" in failure.result.diagnosis
+
+
+# GPT-2: transformers keeps q, k and v in one Conv1D (c_attn, weight [in, 3E]); keras-hub has three EinsumDense
+# kernels [hidden, heads, head_dim]. The fused projection is split into row blocks to pair with them. keras-hub's
+# backbone returns its sequence output alone: a model's single output is named 'output'.
+HF_TO_HUB_GPT2_INPUTS = {"input_ids": "token_ids", "attention_mask": "padding_mask"}
+HF_TO_HUB_GPT2_OUTPUTS = {"last_hidden_state": "output"}
+
+
+def gpt2_pair(**hf_config):
+    transformers = pytest.importorskip("transformers", reason="pip install transformers")
+    keras_hub = pytest.importorskip("keras_hub", reason="pip install keras-hub")
+    hf = transformers.GPT2Model(transformers.GPT2Config(
+        vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=INTERMEDIATE, n_positions=POSITIONS,
+        bos_token_id=0, eos_token_id=0, **hf_config)).eval()
+    hub = keras_hub.models.GPT2Backbone(vocabulary_size=VOCAB, num_layers=LAYERS, num_heads=HEADS, hidden_dim=HIDDEN,
+                                        intermediate_dim=INTERMEDIATE, max_sequence_length=POSITIONS, dropout=0.0)
+    return hf, hub
+
+
+def gpt2_inputs():
+    mask = np.ones((2, 8), np.int32)
+    mask[1, 6:] = 0
+    return {"input_ids": np.random.default_rng(1).integers(1, VOCAB, (2, 8)).astype(np.int32), "attention_mask": mask}
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_transformers_gpt2_ported_to_keras_hub(parity):
+    hf, hub = gpt2_pair()
+    result = parity.check(hf, hub, inputs=gpt2_inputs(), input_names=HF_TO_HUB_GPT2_INPUTS,
+                          output_names=HF_TO_HUB_GPT2_OUTPUTS)
+    assert result.weight_account.compared == result.weight_account.total == 28
+    assert any("c_attn (Conv1D) split into 3 row blocks" in note for note in result.notes)
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_keras_hub_gpt2_ported_to_transformers(parity):
+    hf, hub = gpt2_pair()
+    inputs = {HF_TO_HUB_GPT2_INPUTS[name]: array for name, array in gpt2_inputs().items()}
+    result = parity.check(hub, hf, inputs=inputs, input_names=inverse(HF_TO_HUB_GPT2_INPUTS),
+                          output_names=inverse(HF_TO_HUB_GPT2_OUTPUTS))
+    assert result.weight_account.compared == result.weight_account.total == 36
+
+
+def test_a_gpt2_port_with_another_layer_norm_epsilon_fails_at_the_first_norm(failing_port_check):
+    hf, hub = gpt2_pair(layer_norm_epsilon=1e-3)
+    failure = failing_port_check(hf, hub, gpt2_inputs(), input_names=HF_TO_HUB_GPT2_INPUTS,
+                                 output_names=HF_TO_HUB_GPT2_OUTPUTS)
+    assert "h.0.ln_1" in failure.result.diagnosis and "epsilon" in failure.result.diagnosis

@@ -494,3 +494,32 @@ def test_a_gemm_fed_by_no_feature_map_is_left_to_the_divergence_report():
     plan = plan_transfer(source, target, values, values, "a", "b")
     settle_flatten_orders(plan, source, target, values, lambda: target, lambda _: None)
     assert plan.pairs[0].flatten is None and plan.notes == []
+
+
+@pytest.mark.parametrize("layout", ["linear [out, in]", "conv1d [in, out]"])
+def test_a_fused_projection_splits_into_row_blocks_that_load_and_merge_back_whole(layout):
+    from pytest_parity.modes.port.ops import Binding, merge_into, moved, row_block, same
+
+    rng = np.random.default_rng(0)
+    onnx_w = rng.standard_normal((6, 4))  # three projections of 2 rows each, over 4 input features
+    if layout == "linear [out, in]":
+        binding, value = same("qkv"), onnx_w
+    else:
+        binding, value = moved("qkv", lambda a: a.T, lambda a: a.T), onnx_w.T
+    parts = [row_block(binding, index, 3, (6, 4)) for index in range(3)]
+    assert all(part is not None for part in parts)
+    rebuilt: dict[str, np.ndarray] = {}
+    for index, part in enumerate(parts):
+        block = part.export({"qkv": value})
+        np.testing.assert_array_equal(block, onnx_w[2 * index:2 * index + 2])
+        merge_into(rebuilt, part, part.load(block))
+    np.testing.assert_array_equal(rebuilt["qkv"], value)
+    # Gradients travel the same way: each block's ONNX gradient lands in its block of the variable.
+    gradients: dict[str, np.ndarray] = {}
+    for index, part in enumerate(parts):
+        merge_into(gradients, part, part.export_gradient(np.full((2, 4), float(index))))
+    rows = gradients["qkv"] if layout == "linear [out, in]" else gradients["qkv"].T
+    np.testing.assert_array_equal(rows[:, 0], [0, 0, 1, 1, 2, 2])
+    # A binding that is not one variable moved elementwise is not split (a recurrent bias with its own adjoint).
+    summed = Binding(("b",), lambda v: v["b"], lambda t: {"b": t}, export_adjoint=lambda g: {"b": g})
+    assert row_block(summed, 0, 3, (6,)) is None

@@ -37,19 +37,26 @@ def target_inputs(inputs: ModelInputs, input_names: tuple[tuple[str, str], ...] 
                        inputs.cast_from_float64)
 
 
+# The name of a model's output when it returns one tensor, as the reports name it (output 'output').
+SINGLE = "output"
+
+
+def _by_name(tree: Any) -> Mapping[str, Any]:
+    """A model's outputs by top-level name: a dict or ModelOutput as it is, anything else as its one output."""
+    return tree if isinstance(tree, Mapping) else {SINGLE: tree}
+
+
 class OutputNames:
-    """Reads the target's outputs under the source's top-level output names."""
+    """Reads the target's outputs under the source's top-level output names. A model that returns one tensor (or one
+    tuple) has one output, named 'output': output_names={'last_hidden_state': 'output'} pairs a transformers model
+    with a keras-hub backbone that returns its sequence output alone."""
 
     def __init__(self, output_names: tuple[tuple[str, str], ...]) -> None:
         self.to_target = dict(output_names)
 
     def _keys(self, source_outputs: Any, target_outputs: Any) -> dict[str, str]:
         """source key -> target key, for every source output key the target has."""
-        for tree, which in ((source_outputs, "source"), (target_outputs, "target")):
-            if not isinstance(tree, Mapping):
-                raise ParityUsageError(f"output_names= renames outputs by key, but the {which} model returns "
-                                       f"{type(tree).__name__}, not a dict (or a ModelOutput); drop output_names=, "
-                                       f"or compare models that return their outputs by name")
+        source_outputs, target_outputs = _by_name(source_outputs), _by_name(target_outputs)
         unknown = [key for key in self.to_target if key not in source_outputs]
         missing = [target for target in self.to_target.values() if target not in target_outputs]
         if unknown or missing:
@@ -67,21 +74,24 @@ class OutputNames:
     def left_out(self, source_outputs: Any, target_outputs: Any) -> list[str]:
         """The target's output keys that no source output reads (not compared)."""
         used = set(self._keys(source_outputs, target_outputs).values())
-        return [str(key) for key in target_outputs if key not in used]
+        return [str(key) for key in _by_name(target_outputs) if key not in used]
 
-    def as_source(self, source_outputs: Any, target_outputs: Any) -> dict[str, Any]:
+    def as_source(self, source_outputs: Any, target_outputs: Any) -> Any:
         """The target's outputs keyed by the source's names (a source key the target lacks stays missing, for the
-        comparison to name)."""
-        return {key: target_outputs[target] for key, target in self._keys(source_outputs, target_outputs).items()}
+        comparison to name); the bare output where the source returns one."""
+        named = _by_name(target_outputs)
+        renamed = {key: named[target] for key, target in self._keys(source_outputs, target_outputs).items()}
+        return renamed if isinstance(source_outputs, Mapping) else renamed.get(SINGLE)
 
     def target_cotangents(self, source_outputs: Any, source_cotangents: list[np.ndarray | None],
                           target_outputs: Any) -> list[np.ndarray | None]:
         """The source's cotangents in the order of the target's output leaves (None for a leaf not compared)."""
-        by_path = {path: cotangent for (path, _), cotangent
-                   in zip(trees.flatten_tree(source_outputs, "output"), source_cotangents)}
+        source_paths = [path for key, value in _by_name(source_outputs).items()
+                        for path, _ in trees.flatten_tree(value, f"output[{key!r}]")]
+        by_path = dict(zip(source_paths, source_cotangents))
         from_target = {target: key for key, target in self._keys(source_outputs, target_outputs).items()}
         cotangents: list[np.ndarray | None] = []
-        for key, value in target_outputs.items():
+        for key, value in _by_name(target_outputs).items():
             for path, _ in trees.flatten_tree(value, f"output[{key!r}]"):
                 source_key = from_target.get(key)
                 source_path = None if source_key is None else f"output[{source_key!r}]" + path[len(

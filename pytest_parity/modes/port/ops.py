@@ -206,3 +206,49 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     outputs = -(-size // stride)
     total = max((outputs - 1) * stride + effective - size, 0)
     return total // 2, total - total // 2
+
+
+def row_block(binding: Binding, index: int, count: int, onnx_shape: tuple[int, ...]) -> Binding | None:
+    """The ``index``-th of ``count`` row blocks of a Gemm tensor (W [count*E, in] or B [count*E]) as a binding of its
+    own, for a fused projection (GPT-2's c_attn: q, k and v in one weight) paired with separate ones. The variable's
+    axis that holds the rows is found by loading a tensor whose rows are numbered, so any element-moving layout works
+    (a Linear's [out, in], a Conv1D's [in, out]). None where the binding is not one variable moved elementwise."""
+    if len(binding.variables) != 1 or binding.export_adjoint or binding.load_adjoint or binding.parts \
+            or binding.block:
+        return None
+    (variable,) = binding.variables
+    rows = np.arange(onnx_shape[0], dtype=np.float64).reshape((-1,) + (1,) * (len(onnx_shape) - 1))
+    numbered = binding.load(np.broadcast_to(rows, onnx_shape).copy())[variable]
+    size = onnx_shape[0] // count
+    axis = next((a for a in range(numbered.ndim) if numbered.shape[a] == onnx_shape[0]
+                 and all(set(np.unique(Block(i, count, a).take(numbered))) <= set(range(i * size, (i + 1) * size))
+                         for i in range(count))), None)
+    if axis is None:
+        return None
+    block = Block(index, count, axis)
+
+    def export(values: Values) -> np.ndarray:
+        return np.split(binding.export(values), count, axis=0)[index]
+
+    def load(tensor: np.ndarray) -> Values:
+        whole = np.zeros((onnx_shape[0], *tensor.shape[1:]), tensor.dtype)
+        whole[index * size:(index + 1) * size] = tensor
+        return {variable: block.take(binding.load(whole)[variable])}
+
+    return Binding((variable,), export, load, block=block)
+
+
+def split_rows(op: ParamOp, count: int, shapes: dict[str, tuple[int, ...]]) -> list[ParamOp] | None:
+    """A Gemm that computes ``count`` projections of one input at once, as ``count`` Gemms (None where it cannot be
+    split: see row_block)."""
+    parts: list[ParamOp] = []
+    for index in range(count):
+        bindings = {}
+        for key, binding in op.bindings.items():
+            part = row_block(binding, index, count, shapes[key])
+            if part is None:
+                return None
+            bindings[key] = part
+        parts.append(ParamOp(op.op, f"{op.layer}[rows {index + 1} of {count}]", op.kind, bindings, op.attributes,
+                             op.structural))
+    return parts

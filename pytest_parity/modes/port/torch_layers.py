@@ -45,6 +45,13 @@ def _linear(path: str, module: Any, names: dict[int, str]) -> list[ParamOp]:
     return [ParamOp("Gemm", path, type(module).__name__, bindings)]
 
 
+def _transposed_linear(path: str, module: Any, names: dict[int, str]) -> list[ParamOp]:
+    """transformers' Conv1D (GPT-2's projections): a Linear that keeps its weight as [in, out], ONNX MatMul's order."""
+    bindings = {"W": moved(_name(names, module.weight), lambda a: a.T, lambda a: a.T)}
+    _bias(module, names, bindings)
+    return [ParamOp("Gemm", path, type(module).__name__, bindings)]
+
+
 def _conv_pads(module: Any) -> list[int]:
     kernel, dilation = module.kernel_size, module.dilation
     if module.padding == "valid":
@@ -237,10 +244,19 @@ RULES: dict[str, Rule] = {
 }
 
 
+# Layers of model libraries that hold weights in a standard op under another class, by module and qualified name (no
+# import of the library: a model that uses one has imported it already).
+LIBRARY_RULES: dict[str, Rule] = {
+    "transformers.pytorch_utils.Conv1D": _transposed_linear,
+}
+
+
 def _rule_for(module: Any) -> Rule | None:
     for cls in type(module).__mro__:
         if cls.__module__.startswith("torch.nn") and cls.__name__ in RULES:
             return RULES[cls.__name__]
+        if f"{cls.__module__}.{cls.__qualname__}" in LIBRARY_RULES:
+            return LIBRARY_RULES[f"{cls.__module__}.{cls.__qualname__}"]
     return None
 
 

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pytest_parity.errors import WeightTransferError
-from pytest_parity.modes.port.ops import Binding, ModelStructure, ParamOp, Values, merge_into, shape_text
+from pytest_parity.modes.port.ops import (
+    Binding,
+    ModelStructure,
+    ParamOp,
+    Values,
+    merge_into,
+    shape_text,
+    split_rows,
+)
 
 # Why a structural attribute must agree, in words a user porting a model recognises.
 ATTRIBUTE_HINTS = {
@@ -148,6 +156,10 @@ def plan_transfer(source: ModelStructure, target: ModelStructure, source_values:
     order, notes = _embeddings_paired_by_shape(source.ops, target.ops, source_shapes, target_shapes)
     target = ModelStructure([target.ops[i] for i in order], target.calls, target.unused, target.part_calls)
     target_shapes = [target_shapes[i] for i in order]
+    source_ops, target_ops = list(source.ops), list(target.ops)
+    notes += _fused_projections_split(source_ops, target_ops, source_shapes, target_shapes)
+    source = ModelStructure(source_ops, source.calls, source.unused, source.part_calls)
+    target = ModelStructure(target_ops, target.calls, target.unused, target.part_calls)
     for index in range(max(len(source.ops), len(target.ops))):
         problem = None
         if index >= len(source.ops) or index >= len(target.ops):
@@ -167,6 +179,50 @@ def plan_transfer(source: ModelStructure, target: ModelStructure, source_values:
         raise WeightTransferError(f"{source_label} has no parametrised layers port mode knows, so there are no weights "
                                   f"to carry into {target_label}; check it in convert mode instead")
     return plan
+
+
+FUSED_COUNTS = (3, 2)  # q, k, v in one weight (GPT-2's c_attn, timm's qkv); k, v in one (cross-attention's kv)
+
+
+def _fused_projections_split(source_ops: list[ParamOp], target_ops: list[ParamOp],
+                             source_shapes: list[dict[str, tuple[int, ...]]],
+                             target_shapes: list[dict[str, tuple[int, ...]]]) -> list[str]:
+    """Where one side computes several projections of the same input in one Gemm (W [k*E, in]) and the other side
+    has k consecutive Gemms of W [E, in] at that place, the fused one is split into k row blocks, in order, to pair
+    with them (the lists are changed in place); a note for each. The blocks are taken in order (q, k, v): a fused
+    weight that interleaves them per head would fail the check at that layer."""
+    notes: list[str] = []
+    index = 0
+    while index < min(len(source_ops), len(target_ops)):
+        for fused, fused_shapes, other, other_shapes in ((source_ops, source_shapes, target_ops, target_shapes),
+                                                         (target_ops, target_shapes, source_ops, source_shapes)):
+            count = _fused_count(fused[index], fused_shapes[index], other, other_shapes, index)
+            parts = None if count is None else split_rows(fused[index], count, fused_shapes[index])
+            if parts is None or count is None:
+                continue
+            notes.append(f"fused projection {fused[index].label()} split into {count} row blocks, in order, to pair "
+                         f"with {', '.join(op.label() for op in other[index:index + count])}")
+            shapes = fused_shapes[index]
+            fused[index:index + 1] = parts
+            fused_shapes[index:index + 1] = [{key: (shape[0] // count, *shape[1:]) for key, shape in shapes.items()}
+                                             for _ in parts]
+            break
+        index += 1
+    return notes
+
+
+def _fused_count(op: ParamOp, shapes: dict[str, tuple[int, ...]], others: list[ParamOp],
+                 other_shapes: list[dict[str, tuple[int, ...]]], index: int) -> int | None:
+    if op.op != "Gemm" or others[index].op != "Gemm" or shapes == other_shapes[index]:
+        return None
+    for count in FUSED_COUNTS:
+        run = other_shapes[index:index + count]
+        if len(run) < count or any(o.op != "Gemm" for o in others[index:index + count]) or \
+                any(shape != run[0] for shape in run) or set(run[0]) != set(shapes):
+            continue
+        if all(shapes[key][0] == count * run[0][key][0] and shapes[key][1:] == run[0][key][1:] for key in shapes):
+            return count
+    return None
 
 
 def _embeddings_paired_by_shape(source_ops: list[ParamOp], target_ops: list[ParamOp],
