@@ -220,17 +220,19 @@ def worker(group: str, name: str) -> None:
     TorchModel.run = mutated_run
     for kind, weight in _mutants(label, _trainable(model)):
         state.update(kind=kind, weight=weight, targets={}, placed=False)
+        exact_zero: list[str] = []
         started = time.perf_counter()
         try:
             result = run_check(model, None, inputs, ParitySettings(), "cpu", label)
             verdict, detail = "PASS", _compared(result)
+            exact_zero = list(getattr(result.weight_account, "zero_in_exact_arithmetic", ()))
         except ParityError as error:
             verdict, detail = "FAIL", " / ".join(str(error).strip().splitlines()[1:3])[:200]
         except Exception as error:
             verdict, detail = "ERROR", f"{type(error).__name__}: {str(error).strip()[:160]}"
         held = sorted({h for holders in state["targets"].values() for h, _, _ in holders})
         print(json.dumps({"model": label, "kind": kind, "weight": weight, "verdict": verdict, "detail": detail,
-                          "placed": state["placed"] or kind == "none", "held_by": held,
+                          "placed": state["placed"] or kind == "none", "held_by": held, "exact_zero": exact_zero,
                           "seconds": round(time.perf_counter() - started, 2)}), flush=True)
 
 

@@ -189,8 +189,9 @@ class WeightAccount:
     unused: dict[str, str] = field(default_factory=dict)
     # False when the check ran with grad=False: no weight gradient was compared, as the user asked.
     gradients_checked: bool = True
-    # Compared weights whose whole source gradient lies within its tolerance (below the model's float32 rounding
-    # floor, see tolerances): a zeroed target gradient would pass them too, so their comparison shows little.
+    # Weights whose whole source gradient lies within its tolerance (below the model's float32 rounding floor, see
+    # tolerances) and that no float64 run could judge at their own scale: a zeroed target gradient would pass them
+    # too, so they count as not compared (in ``uncompared``, or ``allowed`` when the user accepted them by name).
     within_rounding_of_zero: tuple[str, ...] = ()
     # Compared weights whose gradient a float64 run showed to be zero in exact arithmetic (a bias ahead of a softmax
     # or a normalisation): the comparison checked that the target's is zero within float32 rounding too.
@@ -207,7 +208,6 @@ class WeightAccount:
         extra = [f"{len(group)} {what}" for what, group in (("not compared", self.uncompared),
                                                             ("allowed uncompared", self.allowed),
                                                             ("unused", self.unused),
-                                                            ("within rounding of zero", self.within_rounding_of_zero),
                                                             ("zero in exact arithmetic",
                                                              self.zero_in_exact_arithmetic))
                  if group]

@@ -221,8 +221,8 @@ def result_cell(entry: dict[str, Any]) -> str:
 
 
 def weights_cell(entry: dict[str, Any]) -> str:
-    """'weights 5 of 7': trainable weights whose gradient was compared, of all, and how many of those lie within
-    rounding of zero ('-' without weight accounting)."""
+    """'weights 5 of 7': trainable weights whose gradient was compared, of all, and how many of the others lie
+    within rounding of zero ('-' without weight accounting)."""
     account = entry.get("weight_account")
     if not account:
         return "-"
@@ -230,7 +230,7 @@ def weights_cell(entry: dict[str, Any]) -> str:
         return f"weights 0 of {account['total']} (grad=False)"
     cell = f"weights {account['compared']} of {account['total']}"
     near_zero = len(account.get("within_rounding_of_zero") or ())
-    # Compared, but against the rounding floor only: a zeroed target gradient would pass them too, so say how many.
+    # Below the rounding floor with no float64 run to judge them: a zeroed target would pass them, so not compared.
     return cell + f" ({near_zero} within rounding of zero)" if near_zero else cell
 
 

@@ -25,8 +25,9 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
                     zero_in_exact_arithmetic: Iterable[str] = ()) -> WeightAccount:
     """``why_not_compared``: reasons the mode knows for weights it could not follow; any other trainable weight
     that was not compared gets a generic one. ``accepted``: "fail" (none), "allow" (all), or names / fnmatch
-    patterns. ``comparisons``: the gradient comparisons, to count those a zeroed target would also pass;
-    ``zero_in_exact_arithmetic``: those of them a float64 run showed to be zero (there a zero target is right)."""
+    patterns. ``comparisons``: the gradient comparisons, to find those a zeroed target would also pass;
+    ``zero_in_exact_arithmetic``: those of them a float64 run showed to be zero (there a zero target is right).
+    The others are not comparisons a wrong value would fail: not compared, with the reason."""
     trainable = list(dict.fromkeys(trainable))
     if not gradients_checked:
         # grad=False: the user asked for no gradients at all; the account says so instead of failing each weight.
@@ -50,9 +51,20 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
     exact_zero = set(zero_in_exact_arithmetic)
     near_zero = [name for name in trainable
                  if name in done and name in comparisons and tolerances.zero_would_pass(comparisons[name])]
-    return WeightAccount(total=len(trainable), compared=sum(1 for name in trainable if name in done),
+    # A comparison a zeroed target would pass, where no float64 run told a zero gradient from a vanished one, is not
+    # a comparison a wrong value would fail: the weight counts as not compared (allowed by name for a partial pass).
+    within_rounding = [name for name in near_zero if name not in exact_zero]
+    for name in within_rounding:
+        comparison = comparisons[name]
+        reason = (f"its whole source gradient (max |g| {comparison.source_max_abs:.3g}) lies within the check's "
+                  f"float32 rounding floor ({comparison.atol:.3g}), so a zeroed target gradient would pass too, and "
+                  f"no float64 run of the PyTorch side could measure this tensor's own rounding to judge it at its "
+                  f"own scale")
+        (allowed if _accepted(name, accepted) else uncompared)[name] = reason
+    return WeightAccount(total=len(trainable),
+                         compared=sum(1 for name in trainable if name in done and name not in within_rounding),
                          uncompared=uncompared, allowed=allowed, unused=unused,
-                         within_rounding_of_zero=tuple(name for name in near_zero if name not in exact_zero),
+                         within_rounding_of_zero=tuple(within_rounding),
                          zero_in_exact_arithmetic=tuple(name for name in near_zero if name in exact_zero))
 
 

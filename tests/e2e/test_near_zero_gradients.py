@@ -100,3 +100,20 @@ def test_a_gradient_zero_in_exact_arithmetic_is_named_as_such():
     assert result.weight_account.zero_in_exact_arithmetic == ("key.bias",)
     assert result.weight_account.within_rounding_of_zero == ()
     assert "1 zero in exact arithmetic" in result.weight_account.describe()
+
+
+def test_without_a_float64_run_a_vanished_gradient_is_not_compared_and_fails_unless_allowed(monkeypatch):
+    """Where the PyTorch side cannot run in float64 (an op without float64 support), nothing tells the vanished
+    gradient from a zeroed one: the weight is not compared, the check says why, and accepting it is a partial pass."""
+    from pytest_parity.settings import with_overrides
+    from pytest_parity.verdict import float64_referee
+
+    monkeypatch.setattr(float64_referee, "run_in_float64", lambda *args, **kwargs: None)
+    with pytest.raises(ParityError) as failure:
+        check(ScaledBranch(), _floats(4, 8))
+    message = str(failure.value)
+    assert "branch.weight" in message and "float32 rounding floor" in message and "unmatched_weights" in message
+    settings = with_overrides(ParitySettings(), {"unmatched_weights": ["branch.*"]})
+    result = run_check(ScaledBranch(), None, _floats(4, 8), settings, "cpu", "test_near_zero_gradients")
+    assert result.passed and result.weight_account.partial
+    assert set(result.weight_account.allowed) == {"branch.weight", "branch.bias"}
