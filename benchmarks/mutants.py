@@ -191,15 +191,19 @@ def worker(group: str, name: str) -> None:
         holders = [] if value is None else _holders(module, value)
         state["targets"][id(module)] = holders
         tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        if state["kind"] not in ("perturb", "drop bias"):
+            return module
         with torch.no_grad():
             for holder, start, stop in holders:
-                state["placed"] = state["placed"] or state["kind"] in ("perturb", "drop bias")
-                part = tensors[holder].view(-1)[start:stop]
+                state["placed"] = True
+                tensor = tensors[holder]
+                flat = tensor.detach().flatten().clone()  # a transposed weight has no flat view: edit a copy
                 if state["kind"] == "perturb":
                     signs = np.random.default_rng(SEED).choice([-1.0, 1.0], size=stop - start)
-                    part.mul_(1 + PERTURBATION * torch.from_numpy(signs).to(part.dtype))
-                elif state["kind"] == "drop bias":
-                    part.zero_()
+                    flat[start:stop] *= 1 + PERTURBATION * torch.from_numpy(signs).to(flat.dtype)
+                else:
+                    flat[start:stop] = 0
+                tensor.copy_(flat.reshape(tensor.shape))
         return module
 
     def mutated_run(self: Any, inputs: Any, device: str, cotangents: Any, grad_weights: Any = None) -> Any:
@@ -221,18 +225,27 @@ def worker(group: str, name: str) -> None:
     for kind, weight in _mutants(label, _trainable(model)):
         state.update(kind=kind, weight=weight, targets={}, placed=False)
         exact_zero: list[str] = []
+        names_it = False
         started = time.perf_counter()
         try:
             result = run_check(model, None, inputs, ParitySettings(), "cpu", label)
             verdict, detail = "PASS", _compared(result)
-            exact_zero = list(getattr(result.weight_account, "zero_in_exact_arithmetic", ()))
+            account = getattr(result, "weight_account", None)  # absent in checkouts from before issue 13
+            exact_zero = list(getattr(account, "zero_in_exact_arithmetic", ()))
         except ParityError as error:
             verdict, detail = "FAIL", " / ".join(str(error).strip().splitlines()[1:3])[:200]
+            failed = error.result
+            # Caught for the right reason: the mutated weight's own gradient or transferred value is among the
+            # comparisons that failed (or, for a weight mutant, the outputs).
+            wrong = [name for group in (failed.grads or {}, failed.weights or {}) for name, c in group.items()
+                     if not c.passed]
+            names_it = weight in wrong or (kind in ("perturb", "drop bias") and not failed.outputs.passed)
         except Exception as error:
             verdict, detail = "ERROR", f"{type(error).__name__}: {str(error).strip()[:160]}"
         held = sorted({h for holders in state["targets"].values() for h, _, _ in holders})
         print(json.dumps({"model": label, "kind": kind, "weight": weight, "verdict": verdict, "detail": detail,
                           "placed": state["placed"] or kind == "none", "held_by": held, "exact_zero": exact_zero,
+                          "names_it": names_it,
                           "seconds": round(time.perf_counter() - started, 2)}), flush=True)
 
 
@@ -278,20 +291,37 @@ def run_rows(version: str, path: Path, chosen: list[tuple[str, str]], timeout: f
         return [entry for found in pool.map(one, chosen) for entry in found]
 
 
+def _equivalent(entries: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(model, weight) of gradient mutants that change nothing: the weight's gradient is zero in exact arithmetic (a
+    float64 run said so in some checkout), so a zeroed or halved one is the right value within rounding."""
+    return {(e["model"], name) for e in entries if e["kind"] == "none" for name in e.get("exact_zero") or ()}
+
+
 def summarise(entries: list[dict[str, Any]], versions: list[str]) -> str:
-    lines = ["| version | models | unmutated PASS | false failures | mutants | caught | not placeable | escaped |",
-             "|---|---|---|---|---|---|---|---|"]
+    equivalent = _equivalent(entries)
+
+    def counted(e: dict[str, Any]) -> bool:
+        return e["kind"] not in ("none", "crash") and not (
+            e["kind"] in ("zero", "halve") and (e["model"], e["weight"]) in equivalent)
+
+    lines = ["| version | models | unmutated PASS | false failures | mutants | caught | caught at the mutated weight | "
+             "not placeable | escaped | crashed | equivalent (not counted) |", "|---" * 11 + "|"]
     for version in versions:
         mine = [e for e in entries if e["version"] == version]
         models = sorted({e["model"] for e in mine})
         clean = {e["model"]: e for e in mine if e["kind"] == "none"}
         passing = [m for m in models if clean.get(m, {}).get("verdict") == "PASS"]
-        mutants = [e for e in mine if e["kind"] not in ("none", "crash") and e["model"] in passing]
-        caught = [e for e in mutants if e["verdict"] != "PASS"]
-        unplaced = [e for e in mutants if not e["placed"]]
+        mutants = [e for e in mine if counted(e) and e["model"] in passing]
+        caught = [e for e in mutants if e["verdict"] == "FAIL"]
+        named = [e for e in caught if e.get("names_it")]
+        unplaced = [e for e in mutants if not e["placed"] and e["verdict"] == "PASS"]
+        errors = [e for e in mutants if e["verdict"] == "ERROR"]
         escaped = [e for e in mutants if e["verdict"] == "PASS"]
+        same = [e for e in mine if e["kind"] in ("zero", "halve") and not counted(e) and e["model"] in passing]
         lines.append(f"| {version} | {len(models)} | {len(passing)} | {len(models) - len(passing)} | {len(mutants)} | "
-                     f"{len(caught)} ({_share(len(caught), len(mutants))}) | {len(unplaced)} | {len(escaped)} |")
+                     f"{len(caught)} ({_share(len(caught), len(mutants))}) | {len(named)} | {len(unplaced)} | "
+                     f"{len(escaped)} | "
+                     f"{len(errors)} | {len(same)} |")
     lines += ["", "Per kind (mutants of models whose unmutated check passed):", "",
               "| version | " + " | ".join(("zero", "halve", "perturb", "drop bias")) + " |", "|---|---|---|---|---|"]
     for version in versions:
@@ -299,27 +329,37 @@ def summarise(entries: list[dict[str, Any]], versions: list[str]) -> str:
         passing = {e["model"] for e in mine if e["kind"] == "none" and e["verdict"] == "PASS"}
         cells = []
         for kind in ("zero", "halve", "perturb", "drop bias"):
-            of_kind = [e for e in mine if e["kind"] == kind and e["model"] in passing]
-            cells.append(f"{sum(e['verdict'] != 'PASS' for e in of_kind)} of {len(of_kind)}")
+            of_kind = [e for e in mine if e["kind"] == kind and e["model"] in passing and counted(e)]
+            cells.append(f"{sum(e['verdict'] == 'FAIL' for e in of_kind)} of {len(of_kind)}")
         lines.append(f"| {version} | " + " | ".join(cells) + " |")
     lines += ["", "Every model: unmutated verdict, then each mutant's (x = caught, . = escaped, - = not placeable and "
-              "escaped):", "", "| model | " + " | ".join(versions) + " |", "|---|" + "---|" * len(versions)]
+              "escaped, ! = the check crashed, = = equivalent):", "", "| model | " + " | ".join(versions) + " |",
+              "|---|" + "---|" * len(versions)]
     for model in sorted({e["model"] for e in entries}):
         cells = []
         for version in versions:
             mine = [e for e in entries if e["version"] == version and e["model"] == model]
             clean = next((e for e in mine if e["kind"] in ("none", "crash")), None)
-            marks = "".join("x" if e["verdict"] != "PASS" else ("." if e["placed"] else "-")
-                            for e in mine if e["kind"] not in ("none", "crash"))
+            marks = "".join(_mark(e, counted(e)) for e in mine if e["kind"] not in ("none", "crash"))
             head = "?" if clean is None else clean["verdict"]
             why = "" if clean is None or clean["verdict"] == "PASS" else f" ({clean['detail'][:90]})"
             cells.append(f"{head}{why} {marks}".replace("|", "/"))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    escapes = [e for e in entries if e["kind"] not in ("none", "crash") and e["verdict"] == "PASS"]
+    escapes = [e for e in entries if counted(e) and e["verdict"] == "PASS"]
     if escapes:
         lines += ["", "Escaped mutants:", ""]
         lines += [f"- {e['version']} {e['model']} {e['kind']} `{e['weight']}`{_unplaced_reason(e)}" for e in escapes]
     return "\n".join(lines) + "\n"
+
+
+def _mark(entry: dict[str, Any], counted: bool) -> str:
+    if not counted:
+        return "="
+    if entry["verdict"] == "FAIL":
+        return "x"
+    if entry["verdict"] == "ERROR":
+        return "!"
+    return "." if entry["placed"] else "-"
 
 
 def _unplaced_reason(entry: dict[str, Any]) -> str:
@@ -344,7 +384,12 @@ def main() -> None:
     parser.add_argument("--merge", help="write the table from these raw .jsonl files (runs nothing)")
     args = parser.parse_args()
     if args.merge:
-        entries = [json.loads(line) for raw in args.merge.split(",") for line in Path(raw).read_text().splitlines()]
+        entries = []
+        for raw in args.merge.split(","):
+            # A later file's rows replace an earlier one's for the same model and version (a rerun of some rows).
+            rerun = [json.loads(line) for line in Path(raw).read_text().splitlines()]
+            again = {(e["version"], e["model"]) for e in rerun}
+            entries = [e for e in entries if (e["version"], e["model"]) not in again] + rerun
         labels = list(dict.fromkeys(entry["version"] for entry in entries))
         args.out.write_text("# Mutation benchmark\n\n" + summarise(entries, labels))
         print(args.out.read_text())
