@@ -7,6 +7,7 @@ summary and the report.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -231,6 +232,12 @@ def _intended_route(source: Any, target: Any, overrides: dict[str, Any]) -> str:
 
 def make_fixture(request: pytest.FixtureRequest, session: ParitySession) -> ParityFixture:
     device = getattr(request, "param", None) or session.devices[0]
+    if sys.modules.get("tensorflow") is not None:
+        # The test's module imported TensorFlow: finish its start-up here, with its notices filtered (startup_logs),
+        # before the test body builds a model and TensorFlow prints "failed call to cuInit" into the test's output.
+        from pytest_parity.frameworks.tensorflow import import_tensorflow
+
+        import_tensorflow()
     if device == "cuda":
         from pytest_parity.frameworks import devices
 

@@ -18,6 +18,10 @@ from typing import Any
 _tensorflow_configured = False
 
 
+def tensorflow_configured() -> bool:
+    return _tensorflow_configured
+
+
 def configure_tensorflow(tf: Any) -> None:
     """Once per process, before TensorFlow initialises a GPU."""
     global _tensorflow_configured

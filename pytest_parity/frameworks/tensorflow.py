@@ -13,7 +13,14 @@ import numpy as np
 
 from pytest_parity import import_guard
 from pytest_parity.errors import FrameworkNotInstalled
-from pytest_parity.frameworks import ModelInputs, devices, onnx_input_name, split_gradients, tensor_outputs
+from pytest_parity.frameworks import (
+    ModelInputs,
+    devices,
+    onnx_input_name,
+    split_gradients,
+    startup_logs,
+    tensor_outputs,
+)
 from pytest_parity.trees import flatten_tree, rebuild_sequence, unflatten_like
 
 
@@ -21,11 +28,18 @@ def import_tensorflow() -> Any:
     import_guard.install_guard()
     # TensorFlow prints C++ INFO lines (oneDNN, CPU features) on import; keep a user's own choice if they made one.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
+    if devices.tensorflow_configured():
         import tensorflow as tf
-    except ImportError as error:
-        raise FrameworkNotInstalled("tensorflow", "tensorflow", error) from error
-    devices.configure_tensorflow(tf)
+
+        return tf
+    # The import and the first device enumeration (configure_tensorflow) print start-up notices on file descriptor 2
+    # ("failed call to cuInit" without a GPU); see startup_logs.
+    with startup_logs.quiet_startup():
+        try:
+            import tensorflow as tf
+        except ImportError as error:
+            raise FrameworkNotInstalled("tensorflow", "tensorflow", error) from error
+        devices.configure_tensorflow(tf)
     return tf
 
 
