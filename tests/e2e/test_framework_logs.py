@@ -7,8 +7,6 @@ machine without a GPU, "failed call to cuInit" to file descriptor 2 when it star
 
 from __future__ import annotations
 
-import os
-
 from pytest_parity.frameworks.startup_logs import is_startup_notice
 
 STARTUP_LINES = [
