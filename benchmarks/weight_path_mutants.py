@@ -1,5 +1,6 @@
 """Mutants on the weight-following paths added for issue 13: each carried gradient of one weight zeroed, halved or
 negated after the conversion, for a Conv read by two nodes (rerouted), a Conv whose weight is computed (weight_norm),
+the same two for a ConvTranspose,
 a class token tiled over the batch, a MultiHeadAttention kernel stored reshaped, and a BatchNormalization's gamma and
 beta (exported with the weights as graph inputs), also in MobileNet (its last BatchNormalization: at 32x32 the
 gradients of its early layers vanish to ~1e-16, within rounding of zero, where no mutant can be seen; the summary
@@ -81,6 +82,9 @@ CASES = {
     "conv read by two nodes": (shared_weights.ConvAppliedTwice, _inputs(0, 2, 8, 6, 6), "depthwise.weight"),
     "conv with computed weight": (shared_weights.WeightNormConv, _inputs(1, 2, 3, 10),
                                   "conv.parametrizations.weight.original1"),
+    "conv transpose read twice": (shared_weights.ConvTransposeAppliedTwice, _inputs(9, 2, 3, 5, 5), r"up\.weight"),
+    "conv transpose computed": (shared_weights.WeightNormConvTranspose, _inputs(10, 2, 3, 9),
+                                r"up\.parametrizations\.weight\.original1"),
     "class token tiled": (_token, _inputs(2, 2, 5, 8), "class_token"),
     "attention kernel reshaped": (_attention, _inputs(3, 2, 6, 16), "query/kernel"),
     "batchnorm gamma": (_conv_batchnorm, _inputs(4, 2, 8, 8, 3), r"batch_normalization(_\d+)?/gamma"),

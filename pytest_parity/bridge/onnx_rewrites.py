@@ -107,23 +107,29 @@ def fill_omitted_clip_bounds(graph: Any) -> int:
 # No dots: onnx2torch names the module "<domain>/<node>", and torch refuses dots in module names.
 CONV_OF_INPUT_WEIGHT_DOMAIN = "pytest_parity"
 CONV_OF_INPUT_WEIGHT = "ConvOfInputWeight"
+CONV_TRANSPOSE_OF_INPUT_WEIGHT = "ConvTransposeOfInputWeight"
 CONV_OF_INPUT_WEIGHT_VERSION = 1
 
 
 def route_convs_reading_shared_or_computed_weights(model_proto: Any) -> Any:
-    """The model for onnx2torch, with every Conv whose weight or bias is computed at run time (no initializer), or is
-    an initializer that other nodes read too, turned into a CONV_OF_INPUT_WEIGHT node. The given model is left as it
-    is (onnxruntime, the referee, runs it and knows no such op); a copy is returned when a node changed."""
+    """The model for onnx2torch, with every Conv (ConvTranspose) whose weight or bias is computed at run time (no
+    initializer), or is an initializer that other nodes read too, turned into a CONV_OF_INPUT_WEIGHT
+    (CONV_TRANSPOSE_OF_INPUT_WEIGHT) node. The given model is left as it is (onnxruntime, the referee, runs it and knows
+    no such op); a copy is returned when a node changed."""
     graph = model_proto.graph
     initializers = {initializer.name for initializer in graph.initializer}
     readers: dict[str, int] = {}
     for node in graph.node:
         for name in set(node.input):
             readers[name] = readers.get(name, 0) + 1
-    rerouted = [index for index, node in enumerate(graph.node)
-                if node.op_type == "Conv" and node.domain in ("", "ai.onnx")
+
+    def rerouted(op_type: str) -> list[int]:
+        return [index for index, node in enumerate(graph.node)
+                if node.op_type == op_type and node.domain in ("", "ai.onnx")
                 and any(name and (name not in initializers or readers[name] > 1) for name in node.input[1:3])]
-    return _copy_with_nodes_rerouted(model_proto, rerouted, CONV_OF_INPUT_WEIGHT)
+
+    model_proto = _copy_with_nodes_rerouted(model_proto, rerouted("Conv"), CONV_OF_INPUT_WEIGHT)
+    return _copy_with_nodes_rerouted(model_proto, rerouted("ConvTranspose"), CONV_TRANSPOSE_OF_INPUT_WEIGHT)
 
 
 def _copy_with_nodes_rerouted(model_proto: Any, indices: list[int], op_type: str,

@@ -323,12 +323,14 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
     from pytest_parity.frameworks import torch as torch_adapter
 
     step = f"ONNX -> PyTorch (onnx2torch {_version('onnx2torch')})"
-    # First, while readers are counted on the exported graph: a Conv reading a shared or computed weight takes it as
-    # an input (onnx2torch_conv); then its shared weight is routed through one Identity like any other.
+    # A ConvTranspose's asymmetric pads become a crop first, so that a rerouted one (below) has symmetric pads too.
+    onnx_rewrites.crop_asymmetric_conv_transpose_pads(model_proto.graph)
+    # Then, while readers are counted on the exported graph: a Conv or ConvTranspose reading a shared or computed
+    # weight takes it as an input (onnx2torch_conv); then its shared weight is routed through one Identity like any
+    # other.
     model_proto = onnx_rewrites.route_convs_reading_shared_or_computed_weights(model_proto)
     model_proto = onnx_rewrites.route_batch_norms_of_computed_statistics(model_proto)
     share_weights_read_twice(model_proto.graph)
-    onnx_rewrites.crop_asymmetric_conv_transpose_pads(model_proto.graph)
     onnx_rewrites.fill_omitted_clip_bounds(model_proto.graph)
     try:
         return torch_adapter.from_onnx(model_proto)

@@ -91,3 +91,50 @@ def test_conv_with_a_computed_weight_converts_and_its_parts_get_their_gradients(
     names = set(result.grads) - {"input"}
     assert names == {"conv.bias", "conv.parametrizations.weight.original0", "conv.parametrizations.weight.original1"}
     assert result.weight_account.compared == 3
+
+
+class ConvTransposeAppliedTwice(nn.Module):
+    """One upsampling ConvTranspose2d applied to two inputs (a decoder sharing its upsampler), outputs added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(x) + self.up(torch.tanh(x))
+
+
+class WeightNormConvTranspose(nn.Module):
+    """A ConvTranspose1d whose weight is computed at run time (weight_norm, as in HiFi-GAN-style vocoders)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.utils.parametrizations.weight_norm(nn.ConvTranspose1d(3, 4, 4, stride=2, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.up(x))
+
+
+def test_conv_transpose_read_by_two_nodes_keeps_one_weight_and_its_whole_gradient():
+    x = np.random.default_rng(3).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    result = check(ConvTransposeAppliedTwice(), x)
+    assert result.passed
+    assert set(result.grads) == {"input", "up.weight", "up.bias"}
+    assert result.weight_account.compared == result.weight_account.total == 2
+
+
+def test_conv_transpose_with_a_computed_weight_converts_and_its_parts_get_their_gradients():
+    x = np.random.default_rng(4).standard_normal((2, 3, 9)).astype(np.float32)
+    result = check(WeightNormConvTranspose(), x)
+    assert result.passed
+    assert result.weight_account.compared == result.weight_account.total == 3
+
+
+def test_keras_conv2d_transpose_applied_twice_with_same_padding_keeps_one_weight():
+    # padding="same" with stride 2 exports asymmetric pads, cropped into a Slice before the node is rerouted.
+    image = keras.Input((5, 5, 3))
+    up = layers.Conv2DTranspose(4, 3, strides=2, padding="same")
+    model = keras.Model(image, layers.Add()([up(image), up(layers.Activation("tanh")(image))]))
+    result = check(model, np.random.default_rng(5).standard_normal((2, 5, 5, 3)).astype(np.float32))
+    assert result.passed
+    assert result.weight_account.compared == result.weight_account.total == 2
