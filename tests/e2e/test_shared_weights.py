@@ -138,3 +138,21 @@ def test_keras_conv2d_transpose_applied_twice_with_same_padding_keeps_one_weight
     result = check(model, np.random.default_rng(5).standard_normal((2, 5, 5, 3)).astype(np.float32))
     assert result.passed
     assert result.weight_account.compared == result.weight_account.total == 2
+
+
+class WeightNormLinearAndSharedNorm(nn.Module):
+    """A Linear whose weight is computed (weight_norm: a MatMul of a computed weight), a LayerNorm applied twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.utils.parametrizations.weight_norm(nn.Linear(6, 6))
+        self.norm = nn.LayerNorm(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(torch.tanh(self.linear(self.norm(x))))
+
+
+def test_linear_with_a_computed_weight_and_a_norm_applied_twice_keep_every_gradient_whole():
+    result = check(WeightNormLinearAndSharedNorm(), np.random.default_rng(6).standard_normal((2, 5, 6)).astype("f4"))
+    assert result.passed
+    assert result.weight_account.compared == result.weight_account.total == 5
