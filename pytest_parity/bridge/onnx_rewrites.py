@@ -177,6 +177,43 @@ def route_batch_norms_of_computed_statistics(model_proto: Any) -> Any:
     return _copy_with_nodes_rerouted(model_proto, rerouted, BATCH_NORM_OF_INPUTS, keep_attributes=("epsilon",))
 
 
+# The op a GatherND with batch_dims != 0 becomes: onnx2torch 1.5.15 implements GatherND for batch_dims 0 only and
+# raises NotImplementedError when the converted model runs (ENOT-AutoDL/onnx2torch#107); tf2onnx emits it for
+# tf.gather_nd(..., batch_dims=1), as in keras-hub's DeBERTa-v3 relative attention. onnx2torch_gather_nd registers it.
+GATHER_ND_BATCHED = "GatherNDBatched"
+
+
+def route_gather_nd_with_batch_dims(model_proto: Any) -> Any:
+    """The model for onnx2torch, with every GatherND whose batch_dims is not 0 turned into a GATHER_ND_BATCHED node;
+    as for the Conv routing, a copy is returned when a node changed."""
+    rerouted = [index for index, node in enumerate(model_proto.graph.node)
+                if node.op_type == "GatherND" and node.domain in ("", "ai.onnx")
+                and any(attribute.name == "batch_dims" and attribute.i for attribute in node.attribute)]
+    return _copy_with_nodes_rerouted(model_proto, rerouted, GATHER_ND_BATCHED, keep_attributes=("batch_dims",))
+
+
+# The op a Clip of integers becomes: onnx2torch 1.5.15 keeps a Clip's constant bounds as Python floats, and
+# torch.clamp(int64 tensor, min=float, max=float) returns float32, so an integer index clamped on its way to a Gather
+# arrives as float and the Gather refuses it (transformers' DeBERTa-v2 relative positions). onnx2torch_clip registers
+# a converter that clamps with bounds of the input's own type.
+CLIP_OF_INTEGERS = "ClipOfIntegers"
+
+
+def route_integer_clips(model_proto: Any) -> Any:
+    """The model for onnx2torch, with every Clip whose given bounds are integer constants (Clip's bounds share its
+    input's type) turned into a CLIP_OF_INTEGERS node; as for the Conv routing, a copy is returned when a node
+    changed. Run it after fill_omitted_clip_bounds, which gives an omitted bound the given one's type."""
+    from onnx import TensorProto
+
+    integer_types = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
+                     TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64}
+    dtypes = {name: tensor.data_type for name, tensor in graph_constants(model_proto.graph).items()}
+    rerouted = [index for index, node in enumerate(model_proto.graph.node)
+                if node.op_type == "Clip" and node.domain in ("", "ai.onnx")
+                and any(name and dtypes.get(name) in integer_types for name in list(node.input)[1:])]
+    return _copy_with_nodes_rerouted(model_proto, rerouted, CLIP_OF_INTEGERS, keep_attributes=())
+
+
 def all_graphs(graph: Any) -> list[Any]:
     """The graph and every subgraph of its nodes (Loop and If bodies), depth first."""
     graphs = [graph]

@@ -330,8 +330,10 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
     # other.
     model_proto = onnx_rewrites.route_convs_reading_shared_or_computed_weights(model_proto)
     model_proto = onnx_rewrites.route_batch_norms_of_computed_statistics(model_proto)
+    model_proto = onnx_rewrites.route_gather_nd_with_batch_dims(model_proto)
     share_weights_read_twice(model_proto.graph)
     onnx_rewrites.fill_omitted_clip_bounds(model_proto.graph)
+    model_proto = onnx_rewrites.route_integer_clips(model_proto)
     try:
         return torch_adapter.from_onnx(model_proto)
     except FrameworkNotInstalled:

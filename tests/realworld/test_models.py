@@ -65,11 +65,6 @@ DECODER = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attent
 
 T5 = dict(vocab_size=VOCAB, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, relative_attention_num_buckets=8)
 EAGER = "eager attention: torch.onnx cannot decompose its sdpa attention"
-# onnx2torch registers LessOrEqual/GreaterOrEqual for opset 12 only (ENOT-AutoDL/onnx2torch#240); the project
-# registers version 16 (bridge/converters/onnx2torch_comparisons.py), and the next gap shows.
-LESS_OR_EQUAL_16 = ("the converted model fails to run: 'Expected types of indices: (torch.int8, ...), got "
-                    "torch.float32' (an index tensor reaches an onnx2torch gather as float32; not yet traced to its "
-                    "converter)")
 SDPA_VIEW = ("torch.onnx (dynamo) decomposition of scaled_dot_product_attention fails with 'Cannot view a tensor with "
              "shape ... as a tensor with shape ...' (https://github.com/pytorch/pytorch/issues/141107)")
 
@@ -82,7 +77,7 @@ TRANSFORMERS: dict[str, Case] = {
     "electra": Case(hf("ElectraConfig", "ElectraModel", **TEXT, embedding_size=16), text),
     "deberta_v2": Case(hf("DebertaV2Config", "DebertaV2Model", **TEXT, relative_attention=True,
                           pos_att_type=["p2c", "c2p"], position_buckets=16, max_relative_positions=32), text,
-                       "relative position buckets", xfail=LESS_OR_EQUAL_16),
+                       "relative position buckets, integer Clip"),
     "gpt2": Case(hf("GPT2Config", "GPT2Model", vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=64),
                  text),
     "llama": Case(hf("LlamaConfig", "LlamaModel", **DECODER), text),
@@ -151,11 +146,6 @@ TIMM: dict[str, Case] = {
 HUB_TEXT = dict(vocabulary_size=VOCAB, num_layers=2, hidden_dim=32, intermediate_dim=64)
 
 
-# keras-hub's DeBERTa-v3 converts (tf2onnx) to a GatherND with batch_dims != 0.
-GATHER_ND_BATCH_DIMS = ("onnx2torch implements GatherND for batch_dims=0 only: 'GatherND for batch_dims != 0 is not "
-                        "implemented' (https://github.com/ENOT-AutoDL/onnx2torch/issues/107)")
-
-
 def kh(backbone: str, **kwargs: Any) -> Callable[[], Any]:
     def build() -> Any:
         import keras_hub
@@ -183,7 +173,7 @@ KERAS_HUB: dict[str, Case] = {
     "albert": Case(kh("AlbertBackbone", **HUB_TEXT, num_heads=2, embedding_dim=16, max_sequence_length=64),
                    hub_text(segments=True), "int32 token ids"),
     "deberta_v3": Case(kh("DebertaV3Backbone", **HUB_TEXT, num_heads=2, max_sequence_length=64, bucket_size=16),
-                       hub_text(), "int32 token ids", xfail=GATHER_ND_BATCH_DIMS),
+                       hub_text(), "int32 token ids, GatherND batch_dims=1"),
     "gpt2": Case(kh("GPT2Backbone", **HUB_TEXT, num_heads=2, max_sequence_length=64), hub_text(), "int32 token ids"),
     "llama": Case(kh("LlamaBackbone", **HUB_TEXT, num_query_heads=4, num_key_value_heads=2), hub_text(),
                   "int32 token ids"),

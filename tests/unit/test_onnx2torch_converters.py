@@ -361,3 +361,78 @@ def test_batch_norm_of_computed_statistics_agrees_with_onnxruntime_and_different
     np.testing.assert_allclose(output.detach().numpy(), run_onnxruntime(model, {"x": x})[0], atol=1e-5)
     output.sum().backward()  # through the computed statistics, which F.batch_norm would refuse
     assert tensor.grad is not None and np.isfinite(tensor.grad.numpy()).all()
+
+
+# -- GatherND with batch_dims != 0 -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_dims, data_shape, indices_shape", [
+    (1, (2, 5, 3), (2, 4, 1)),        # keras-hub DeBERTa-v3: one index per position, rows of a per-example table
+    (1, (2, 5, 3), (2, 4, 2)),        # indices address a scalar
+    (2, (2, 3, 4, 6), (2, 3, 5, 1)),  # two batch axes
+])
+def test_gather_nd_with_batch_dims_agrees_with_onnxruntime_and_scatters_its_gradient(batch_dims, data_shape,
+                                                                                      indices_shape):
+    from pytest_parity.bridge import onnx_rewrites
+    from pytest_parity.bridge.converters import onnx2torch_gather_nd  # noqa: F401 - registers GatherNDBatched
+
+    rng = np.random.default_rng(batch_dims)
+    depth = indices_shape[-1]
+    bounds = np.array(data_shape[batch_dims:batch_dims + depth])
+    indices = (rng.integers(0, 1 << 30, indices_shape) % bounds).astype(np.int64)
+    indices[(0,) * (len(indices_shape) - 1)] -= bounds  # negative indices count from the end
+    output_shape = [*indices_shape[:-1], *data_shape[batch_dims + depth:]]
+    model = make_model([helper.make_node("GatherND", ["data", "indices"], ["y"], batch_dims=batch_dims)],
+                       [helper.make_tensor_value_info("data", TensorProto.FLOAT, list(data_shape)),
+                        helper.make_tensor_value_info("indices", TensorProto.INT64, list(indices_shape))],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)])
+    routed = onnx_rewrites.route_gather_nd_with_batch_dims(model)
+    assert routed.graph.node[0].op_type == onnx_rewrites.GATHER_ND_BATCHED
+    assert model.graph.node[0].op_type == "GatherND"  # the referee's copy is left as it is
+    data = rng.standard_normal(data_shape).astype(np.float32)
+    module = convert(routed)
+    tensor = torch.from_numpy(data).requires_grad_(True)
+    output = module(tensor, torch.from_numpy(indices))
+    expected = run_onnxruntime(model, {"data": data, "indices": indices})[0]
+    assert np.array_equal(output.detach().numpy(), expected)
+    weights = rng.standard_normal(output.shape).astype(np.float32)
+    (output * torch.from_numpy(weights)).sum().backward()
+    # The gradient of a gather is the cotangent scattered back (added where an element was gathered twice).
+    scattered = np.zeros_like(data).reshape(-1)
+    positions = np.arange(data.size).reshape(data_shape)
+    gathered_positions = run_onnxruntime(
+        make_model([helper.make_node("GatherND", ["data", "indices"], ["y"], batch_dims=batch_dims)],
+                   [helper.make_tensor_value_info("data", TensorProto.FLOAT, list(data_shape)),
+                    helper.make_tensor_value_info("indices", TensorProto.INT64, list(indices_shape))],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)]),
+        {"data": positions.astype(np.float32), "indices": indices})[0].astype(np.int64)
+    np.add.at(scattered, gathered_positions.reshape(-1), weights.reshape(-1))
+    np.testing.assert_allclose(tensor.grad.numpy(), scattered.reshape(data_shape), rtol=1e-6, atol=1e-6)
+
+
+# -- Clip of integers ------------------------------------------------------------------------------------------------
+
+def test_a_clip_of_integers_keeps_its_integer_type_and_agrees_with_onnxruntime():
+    from pytest_parity.bridge import onnx_rewrites
+    from pytest_parity.bridge.converters import onnx2torch_clip  # noqa: F401 - registers ClipOfIntegers
+
+    # DeBERTa-v2's relative positions: an int64 index clamped, then used by a GatherElements.
+    nodes = [helper.make_node("Clip", ["position", "low", "high"], ["clamped"]),
+             helper.make_node("GatherElements", ["table", "clamped"], ["y"], axis=1)]
+    model = make_model(nodes, [helper.make_tensor_value_info("table", TensorProto.FLOAT, [2, 6]),
+                               helper.make_tensor_value_info("position", TensorProto.INT64, [2, 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                       [numpy_helper.from_array(np.array(0, np.int64), "low"),
+                        numpy_helper.from_array(np.array(5, np.int64), "high")])
+    routed = onnx_rewrites.route_integer_clips(model)
+    assert routed.graph.node[0].op_type == onnx_rewrites.CLIP_OF_INTEGERS and model.graph.node[0].op_type == "Clip"
+    table = np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)
+    position = np.array([[-3, 0, 4, 9], [7, 2, -1, 5]], np.int64)
+    output = convert(routed)(torch.from_numpy(table), torch.from_numpy(position))
+    assert np.array_equal(output.numpy(), run_onnxruntime(model, {"table": table, "position": position})[0])
+    # A floating Clip stays onnx2torch's.
+    float_clip = make_model([helper.make_node("Clip", ["x", "low", "high"], ["y"])],
+                            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+                            [numpy_helper.from_array(np.array(0, np.float32), "low"),
+                             numpy_helper.from_array(np.array(1, np.float32), "high")])
+    assert onnx_rewrites.route_integer_clips(float_clip) is float_clip
