@@ -31,7 +31,7 @@ from pytest_parity.modes.steps import (
 )
 from pytest_parity.result import Comparison, ParityResult
 from pytest_parity.settings import ParitySettings
-from pytest_parity.verdict import compare, float64_referee, tolerances
+from pytest_parity.verdict import compare, float64_referee
 from pytest_parity.verdict.gradients import compare_gradients, input_label
 from pytest_parity.verdict.messages import failure_message, float32_rounding_hint
 from pytest_parity.verdict.weight_accounting import account_weights
@@ -192,26 +192,21 @@ def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapt
                                 source_weight_grads: dict[str, Any] | None,
                                 carried: dict[str, np.ndarray | None]) -> float64_referee.NearZeroRejudged:
     """Gradients a zeroed target would pass are judged against their own float32 rounding, measured by a float64 run
-    of the PyTorch side (the source when it is PyTorch, else the converted model): see float64_referee. Runs only
-    when there is such a gradient."""
-    if not any(tolerances.zero_would_pass(comparison) for comparison in grads.values()):
-        return float64_referee.NearZeroRejudged(grads, (), ())
-    labels = [input_label(inputs, name) for name in inputs.names]
-    source32 = {**dict(zip(labels, source_input_grads or [])), **(source_weight_grads or {})}
-    target32 = {**dict(zip(labels, target_input_grads or [])), **carried}
-    if source.framework == "torch":
-        run64 = float64_referee.run_in_float64(source, inputs, device, cotangents,
-                                               [m.source_name for m in grad_matches])
-        own32 = source32
-        own64 = None if run64 is None else {**dict(zip(labels, run64[1] or [])), **(run64[2] or {})}
-    else:
-        run64 = float64_referee.run_in_float64(target, inputs, device, cotangents,
-                                               [m.target_name for m in grad_matches])
-        own32 = target32
-        own64 = None if run64 is None else {
-            **dict(zip(labels, run64[1] or [])),
-            **{m.source_name: _in_source_layout(m, (run64[2] or {}).get(m.target_name)) for m in grad_matches}}
-    return float64_referee.rejudge_near_zero(grads, source32, target32, own32, own64)
+    of the PyTorch side (the source when it is PyTorch, else the converted model): see float64_referee."""
+    def run64() -> tuple[list[np.ndarray | None], dict[str, Any]] | None:
+        if source.framework == "torch":
+            run = float64_referee.run_in_float64(source, inputs, device, cotangents,
+                                                 [m.source_name for m in grad_matches])
+            return None if run is None else (run[1] or [], run[2] or {})
+        run = float64_referee.run_in_float64(target, inputs, device, cotangents, [m.target_name for m in grad_matches])
+        if run is None:
+            return None
+        by_target = run[2] or {}
+        return run[1] or [], {m.source_name: _in_source_layout(m, by_target.get(m.target_name)) for m in grad_matches}
+
+    return float64_referee.judge_near_zero(grads, [input_label(inputs, name) for name in inputs.names],
+                                           (source_input_grads or [], source_weight_grads or {}),
+                                           (target_input_grads or [], carried), source.framework == "torch", run64)
 
 
 def _unfolded_export_failed(error: BaseException) -> str:

@@ -22,6 +22,7 @@ tensor is judged against that instead of the floor.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,26 @@ class NearZeroRejudged:
     zero_in_exact_arithmetic: tuple[str, ...]
     # Near-zero tensors the float64 run could not speak for (no float64 run, or no gradient from it).
     unresolved: tuple[str, ...]
+
+
+def judge_near_zero(grads: dict[str, Comparison], input_labels: list[str],
+                    source32: tuple[list[np.ndarray | None], dict[str, Any]],
+                    target32: tuple[list[np.ndarray | None], dict[str, Any]], source_is_torch: bool,
+                    run64: Callable[[], tuple[list[np.ndarray | None], dict[str, Any]] | None]) -> NearZeroRejudged:
+    """rejudge_near_zero for one check, with the float64 run made only when a comparison needs it. ``source32`` and
+    ``target32``: (input gradients, weight gradients by source name), in the source's layout; ``run64``: the PyTorch
+    side run in float64, its gradients given the same way (None where it cannot run). The PyTorch side is the source
+    when ``source_is_torch``, else the target."""
+    if not any(tolerances.zero_would_pass(comparison) for comparison in grads.values()):
+        return NearZeroRejudged(grads, (), ())
+
+    def by_label(gradients: tuple[list[np.ndarray | None], dict[str, Any]]) -> dict[str, Any]:
+        return {**dict(zip(input_labels, gradients[0])), **gradients[1]}
+
+    sources, targets = by_label(source32), by_label(target32)
+    own64 = run64()
+    return rejudge_near_zero(grads, sources, targets, sources if source_is_torch else targets,
+                             None if own64 is None else by_label(own64))
 
 
 def rejudge_near_zero(grads: dict[str, Comparison], source32: dict[str, np.ndarray | None],

@@ -37,7 +37,7 @@ from pytest_parity.modes.steps import (
 from pytest_parity.result import Comparison, ParityResult
 from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings
-from pytest_parity.verdict import compare, float64_referee, tolerances
+from pytest_parity.verdict import compare, float64_referee
 from pytest_parity.verdict.gradients import compare_gradients, input_label
 from pytest_parity.verdict.messages import failure_message
 from pytest_parity.verdict.weight_accounting import account_weights
@@ -202,26 +202,21 @@ def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapt
                                 target_input_grads: list[Any], source_weight_grads: dict[str, Any],
                                 carried: dict[str, Any]) -> float64_referee.NearZeroRejudged:
     """As in convert mode: gradients a zeroed target would pass are judged against the float32 rounding a float64 run
-    of the PyTorch model (source or target) shows in each of them (float64_referee). Runs only when there is one."""
-    if not any(tolerances.zero_would_pass(comparison) for comparison in grads.values()):
-        return float64_referee.NearZeroRejudged(grads, (), ())
-    labels = [input_label(inputs, name) for name in inputs.names]
-    source32 = {**dict(zip(labels, source_input_grads or [])), **source_weight_grads}
-    target32 = {**dict(zip(labels, target_input_grads)), **carried}
-    own64 = None
-    if source.framework == "torch":
-        own32 = source32
-        run64 = float64_referee.run_in_float64(source, inputs, device, cotangents, list(source_weight_grads))
-        if run64 is not None:
-            own64 = {**dict(zip(labels, run64[1] or [])), **(run64[2] or {})}
-    else:
-        own32 = target32
-        run64 = float64_referee.run_in_float64(target, target_inputs, device, target_cotangents,
-                                               _carried_names(target, plan))
-        if run64 is not None:
-            to_source = [None if g is None else (layouts.target_to_source(g) if layouts else g) for g in run64[1] or []]
-            own64 = {**dict(zip(labels, to_source)), **plan.gradients_to_source(run64[2] or {})}
-    return float64_referee.rejudge_near_zero(grads, source32, target32, own32, own64)
+    of the PyTorch model (source or target) shows in each of them (float64_referee)."""
+    def run64() -> tuple[list[Any], dict[str, Any]] | None:
+        if source.framework == "torch":
+            run = float64_referee.run_in_float64(source, inputs, device, cotangents, list(source_weight_grads))
+            return None if run is None else (run[1] or [], run[2] or {})
+        run = float64_referee.run_in_float64(target, target_inputs, device, target_cotangents,
+                                             _carried_names(target, plan))
+        if run is None:
+            return None
+        to_source = [None if g is None else (layouts.target_to_source(g) if layouts else g) for g in run[1] or []]
+        return to_source, plan.gradients_to_source(run[2] or {})
+
+    return float64_referee.judge_near_zero(grads, [input_label(inputs, name) for name in inputs.names],
+                                           (source_input_grads or [], source_weight_grads),
+                                           (target_input_grads, carried), source.framework == "torch", run64)
 
 
 def _record_source(source: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
