@@ -129,7 +129,7 @@ def judge_near_zero(grads: dict[str, Comparison], input_labels: list[str],
     ``target32``: (input gradients, weight gradients by source name), in the source's layout; ``run64``: the PyTorch
     side run in float64, its gradients given the same way (None where it cannot run). The PyTorch side is the source
     when ``source_is_torch``, else the target."""
-    if not any(tolerances.zero_would_pass(comparison) for comparison in grads.values()):
+    if not any(tolerances.halved_would_pass(comparison) for comparison in grads.values()):
         return NearZeroRejudged(grads, (), ())
 
     def by_label(gradients: tuple[list[np.ndarray | None], dict[str, Any]]) -> dict[str, Any]:
@@ -144,7 +144,8 @@ def judge_near_zero(grads: dict[str, Comparison], input_labels: list[str],
 def rejudge_near_zero(grads: dict[str, Comparison], source32: dict[str, np.ndarray | None],
                       target32: dict[str, np.ndarray | None], own32: dict[str, np.ndarray | None] | None,
                       own64: dict[str, np.ndarray | None] | None) -> NearZeroRejudged:
-    """Every gradient comparison a zeroed target would pass (tolerances.zero_would_pass) is judged again with the
+    """Every gradient comparison a halved (or zeroed) target would pass (tolerances.halved_would_pass: the rounding
+    floor decides it, not the tensor's own scale) is judged again with the
     absolute tolerance max(SCALE_SHARE * max|source|, ROUNDING_MARGIN * max|own32 - own64|): the scale of the tensor
     itself, or the float32 rounding one side measurably carries in it, whichever is larger; never looser than
     before. ``source32``/``target32``: the gradients compared, in the source's layout, by comparison name;
@@ -153,7 +154,7 @@ def rejudge_near_zero(grads: dict[str, Comparison], source32: dict[str, np.ndarr
     exact_zero: list[str] = []
     unresolved: list[str] = []
     for name, comparison in grads.items():
-        if not tolerances.zero_would_pass(comparison):
+        if not tolerances.halved_would_pass(comparison):
             continue
         value32 = None if own32 is None else own32.get(name)
         value64 = None if own64 is None else own64.get(name)
@@ -168,6 +169,7 @@ def rejudge_near_zero(grads: dict[str, Comparison], source32: dict[str, np.ndarr
                                         ROUNDING_MARGIN * rounding))
         again = compare.compare_arrays(name, target, source, atol=atol, rtol=comparison.rtol)
         rejudged[name] = again
-        if tolerances.zero_would_pass(again):
+        if tolerances.halved_would_pass(again):
+            # Even at its own rounding the tensor is within a factor 2 of zero: its exact gradient is zero.
             exact_zero.append(name)
     return NearZeroRejudged(rejudged, tuple(exact_zero), tuple(unresolved))

@@ -58,3 +58,11 @@ def zero_would_pass(comparison: Comparison) -> bool:
     excluded: there a zero target is right, and unused weights are reported as such)."""
     scale = comparison.source_max_abs
     return 0.0 < scale * (1.0 - comparison.rtol) <= comparison.atol
+
+
+def halved_would_pass(comparison: Comparison) -> bool:
+    """A halved target would pass this comparison: |source| / 2 <= atol + rtol |source| for every element. Every
+    tensor a zeroed target passes is one of these, and so is a tensor just above the rounding floor (its largest
+    element between 1 and 2 floors), where the floor, not the tensor's own scale, decides."""
+    scale = comparison.source_max_abs
+    return 0.0 < scale * (0.5 - comparison.rtol) <= comparison.atol

@@ -122,7 +122,7 @@ def test_a_gradient_a_zeroed_target_would_also_pass_counts_as_not_compared():
                               "fail", True, grads)
     # No float64 run judged it: a comparison a zeroed target would pass is no comparison, so the check fails it.
     assert account.within_rounding_of_zero == ("tiny",)
-    assert "within the check's float32 rounding floor" in account.uncompared["tiny"]
+    assert "float32 rounding floor" in account.uncompared["tiny"]
     assert account.describe() == "weights compared 1 of 2 (1 not compared)"
     allowed = account_weights(["large", "tiny"], ["large", "tiny"], {}, {"large": large, "tiny": below_floor},
                               ["tiny"], True, grads)
@@ -188,3 +188,20 @@ def test_the_account_names_gradients_zero_in_exact_arithmetic_apart_from_those_w
                               "fail", True, grads, zero_in_exact_arithmetic=("a",))
     assert account.zero_in_exact_arithmetic == ("a",) and account.within_rounding_of_zero == ("b",)
     assert account.describe() == "weights compared 2 of 3 (1 not compared, 1 zero in exact arithmetic)"
+
+
+def test_a_gradient_just_above_the_floor_is_judged_at_its_own_scale_too():
+    """Between one and two rounding floors a zeroed target fails but a halved one would pass: the floor, not the
+    tensor, decides, so it is re-judged like the tensors below the floor."""
+    from pytest_parity.verdict import float64_referee
+
+    large = np.ones(8, np.float32)
+    near = np.full(8, 1.5e-7, np.float32)  # the floor is 1e-7 of the largest gradient
+    halved = _check_gradients({"large": large, "near": near}, {"large": large, "near": near / 2})
+    assert halved["near"].passed and not tolerances.zero_would_pass(halved["near"])
+    assert tolerances.halved_would_pass(halved["near"])
+    own64 = {"large": large.astype(np.float64), "near": near.astype(np.float64) * (1 + 1e-7)}
+    outcome = float64_referee.rejudge_near_zero(halved, {"large": large, "near": near},
+                                                {"large": large, "near": near / 2}, {"large": large, "near": near},
+                                                own64)
+    assert not outcome.grads["near"].passed and outcome.zero_in_exact_arithmetic == ()
