@@ -56,7 +56,8 @@ def rows(report_path: Path, junit_path: Path) -> list[dict[str, str]]:
                "worst": "-", "conversion_s": "-", "cause": ""}
         if skipped is not None:
             row["cause"] = "skipped: " + (skipped.get("message") or "")
-        elif entry is None:
+        elif entry is None or entry.get("outputs") is None:
+            # No record, or a REFUSED one (the check stopped before running: a conversion refused, memory, ...).
             row["converts"] = "no"
             row["cause"] = _first_line(failure)
         else:
