@@ -123,24 +123,28 @@ def route_convs_reading_shared_or_computed_weights(model_proto: Any) -> Any:
         for name in set(node.input):
             readers[name] = readers.get(name, 0) + 1
 
-    def rerouted(op_type: str) -> list[int]:
-        return [index for index, node in enumerate(graph.node)
-                if node.op_type == op_type and node.domain in ("", "ai.onnx")
-                and any(name and (name not in initializers or readers[name] > 1) for name in node.input[1:3])]
-
-    model_proto = _copy_with_nodes_rerouted(model_proto, rerouted("Conv"), CONV_OF_INPUT_WEIGHT)
-    return _copy_with_nodes_rerouted(model_proto, rerouted("ConvTranspose"), CONV_TRANSPOSE_OF_INPUT_WEIGHT)
+    new_types = {index: routed for op_type, routed in (("Conv", CONV_OF_INPUT_WEIGHT),
+                                                       ("ConvTranspose", CONV_TRANSPOSE_OF_INPUT_WEIGHT))
+                 for index, node in _standard_nodes(graph, op_type)
+                 if any(name and (name not in initializers or readers[name] > 1) for name in node.input[1:3])}
+    return _copy_with_nodes_rerouted(model_proto, new_types)
 
 
-def _copy_with_nodes_rerouted(model_proto: Any, indices: list[int], op_type: str,
+def _standard_nodes(graph: Any, op_type: str) -> list[tuple[int, Any]]:
+    """(index, node) of the graph's ``op_type`` nodes in the standard ONNX domain (not ones rerouted already)."""
+    return [(index, node) for index, node in enumerate(graph.node)
+            if node.op_type == op_type and node.domain in ("", "ai.onnx")]
+
+
+def _copy_with_nodes_rerouted(model_proto: Any, new_types: dict[int, str],
                               keep_attributes: tuple[str, ...] | None = None) -> Any:
-    """The model itself when no node moves; else a copy whose nodes at ``indices`` are ``op_type`` in the project's
-    domain (CONV_OF_INPUT_WEIGHT_DOMAIN), keeping only ``keep_attributes`` when given."""
-    if not indices:
+    """The model itself when no node moves; else one copy whose node at each index of ``new_types`` has that op type
+    in the project's domain (CONV_OF_INPUT_WEIGHT_DOMAIN), keeping only ``keep_attributes`` when given."""
+    if not new_types:
         return model_proto
     copy = type(model_proto)()
     copy.CopyFrom(model_proto)
-    for index in indices:
+    for index, op_type in new_types.items():
         node = copy.graph.node[index]
         node.op_type, node.domain = op_type, CONV_OF_INPUT_WEIGHT_DOMAIN
         if keep_attributes is not None:
@@ -170,11 +174,10 @@ def route_batch_norms_of_computed_statistics(model_proto: Any) -> Any:
     def training(node: Any) -> bool:
         return any(attribute.name == "training_mode" and attribute.i for attribute in node.attribute)
 
-    rerouted = [index for index, node in enumerate(graph.node)
-                if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx") and not training(node)
-                and any(name and name not in initializers for name in node.input[1:5])]
+    rerouted = {index: BATCH_NORM_OF_INPUTS for index, node in _standard_nodes(graph, "BatchNormalization")
+                if not training(node) and any(name and name not in initializers for name in node.input[1:5])}
     # momentum only matters in training mode
-    return _copy_with_nodes_rerouted(model_proto, rerouted, BATCH_NORM_OF_INPUTS, keep_attributes=("epsilon",))
+    return _copy_with_nodes_rerouted(model_proto, rerouted, keep_attributes=("epsilon",))
 
 
 # The op a GatherND with batch_dims != 0 becomes: onnx2torch 1.5.15 implements GatherND for batch_dims 0 only and
@@ -186,10 +189,9 @@ GATHER_ND_BATCHED = "GatherNDBatched"
 def route_gather_nd_with_batch_dims(model_proto: Any) -> Any:
     """The model for onnx2torch, with every GatherND whose batch_dims is not 0 turned into a GATHER_ND_BATCHED node;
     as for the Conv routing, a copy is returned when a node changed."""
-    rerouted = [index for index, node in enumerate(model_proto.graph.node)
-                if node.op_type == "GatherND" and node.domain in ("", "ai.onnx")
-                and any(attribute.name == "batch_dims" and attribute.i for attribute in node.attribute)]
-    return _copy_with_nodes_rerouted(model_proto, rerouted, GATHER_ND_BATCHED, keep_attributes=("batch_dims",))
+    rerouted = {index: GATHER_ND_BATCHED for index, node in _standard_nodes(model_proto.graph, "GatherND")
+                if any(attribute.name == "batch_dims" and attribute.i for attribute in node.attribute)}
+    return _copy_with_nodes_rerouted(model_proto, rerouted, keep_attributes=("batch_dims",))
 
 
 # The op a Clip of integers becomes: onnx2torch 1.5.15 keeps a Clip's constant bounds as Python floats, and
@@ -203,15 +205,17 @@ def route_integer_clips(model_proto: Any) -> Any:
     """The model for onnx2torch, with every Clip whose given bounds are integer constants (Clip's bounds share its
     input's type) turned into a CLIP_OF_INTEGERS node; as for the Conv routing, a copy is returned when a node
     changed. Run it after fill_omitted_clip_bounds, which gives an omitted bound the given one's type."""
-    from onnx import TensorProto
+    import numpy as np
+    from onnx import helper
 
-    integer_types = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
-                     TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64}
     dtypes = {name: tensor.data_type for name, tensor in graph_constants(model_proto.graph).items()}
-    rerouted = [index for index, node in enumerate(model_proto.graph.node)
-                if node.op_type == "Clip" and node.domain in ("", "ai.onnx")
-                and any(name and dtypes.get(name) in integer_types for name in list(node.input)[1:])]
-    return _copy_with_nodes_rerouted(model_proto, rerouted, CLIP_OF_INTEGERS, keep_attributes=())
+
+    def integer(bound: str) -> bool:  # a bound's type read as fill_omitted_clip_bounds reads it
+        return bound in dtypes and np.issubdtype(helper.tensor_dtype_to_np_dtype(dtypes[bound]), np.integer)
+
+    rerouted = {index: CLIP_OF_INTEGERS for index, node in _standard_nodes(model_proto.graph, "Clip")
+                if any(integer(name) for name in list(node.input)[1:] if name)}
+    return _copy_with_nodes_rerouted(model_proto, rerouted, keep_attributes=())
 
 
 def all_graphs(graph: Any) -> list[Any]:
