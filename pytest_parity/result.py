@@ -189,8 +189,8 @@ class WeightAccount:
     unused: dict[str, str] = field(default_factory=dict)
     # False when the check ran with grad=False: no weight gradient was compared, as the user asked.
     gradients_checked: bool = True
-    # Weights whose whole source gradient lies within its tolerance (below the model's float32 rounding floor, see
-    # tolerances) and that no float64 run could judge at their own scale: a zeroed target gradient would pass them
+    # Weights whose source gradient lies within twice its tolerance (the model's float32 rounding floor decides it, see
+    # tolerances) and that no float64 run could judge at their own scale: a halved target gradient would pass them
     # too, so they count as not compared (in ``uncompared``, or ``allowed`` when the user accepted them by name).
     within_rounding_of_zero: tuple[str, ...] = ()
     # Compared weights whose gradient a float64 run showed to be zero in exact arithmetic (a bias ahead of a softmax

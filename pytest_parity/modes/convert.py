@@ -191,7 +191,7 @@ def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapt
                                 target_input_grads: list[np.ndarray | None] | None,
                                 source_weight_grads: dict[str, Any] | None,
                                 carried: dict[str, np.ndarray | None]) -> float64_referee.NearZeroRejudged:
-    """Gradients a zeroed target would pass are judged against their own float32 rounding, measured by a float64 run
+    """Gradients a halved target would pass are judged against their own float32 rounding, measured by a float64 run
     of the PyTorch side (the source when it is PyTorch, else the converted model): see float64_referee."""
     def run64() -> tuple[list[np.ndarray | None], dict[str, Any]] | None:
         if source.framework == "torch":

@@ -230,7 +230,7 @@ def weights_cell(entry: dict[str, Any]) -> str:
         return f"weights 0 of {account['total']} (grad=False)"
     cell = f"weights {account['compared']} of {account['total']}"
     near_zero = len(account.get("within_rounding_of_zero") or ())
-    # Below the rounding floor with no float64 run to judge them: a zeroed target would pass them, so not compared.
+    # Decided by the rounding floor, with no float64 run to judge them: a halved target would pass, so not compared.
     return cell + f" ({near_zero} within rounding of zero)" if near_zero else cell
 
 

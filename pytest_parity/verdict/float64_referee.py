@@ -12,7 +12,7 @@ rounding, and the message says so with the figures and the tolerances that would
 PyTorch sources only (a module converts to float64 with .double(); a Keras model would have to be rebuilt with
 another dtype policy). Run only on failure, on a copy of the module; anything it cannot do leaves no hint.
 
-2. When a gradient is so small that a zeroed target would pass its comparison (see ``rejudge_near_zero``): is it
+2. When a gradient is so small that a halved or zeroed target would pass its comparison (``rejudge_near_zero``): is it
 zero in exact arithmetic, or a real gradient that vanished through the layers (MobileNet's early layers at 32x32 sit
 near 1e-16 of the model's largest gradient, far below the check's float32 rounding floor)? A float64 run of a PyTorch
 side (the source, or else the converted model) says how much float32 rounding that very tensor carries, and the

@@ -92,9 +92,8 @@ class OutputNames:
         from_target = {target: key for key, target in self._keys(source_outputs, target_outputs).items()}
         cotangents: list[np.ndarray | None] = []
         for key, value in _by_name(target_outputs).items():
-            for path, _ in trees.flatten_tree(value, f"output[{key!r}]"):
-                source_key = from_target.get(key)
-                source_path = None if source_key is None else f"output[{source_key!r}]" + path[len(
-                    f"output[{key!r}]"):]
-                cotangents.append(by_path.get(source_path) if source_path else None)
+            source_key = from_target.get(key)
+            # A leaf's path below its output is the same on both sides: only the top-level name differs.
+            for path, _ in trees.flatten_tree(value, ""):
+                cotangents.append(None if source_key is None else by_path.get(f"output[{source_key!r}]{path}"))
         return cotangents

@@ -201,7 +201,7 @@ def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapt
                                 target_cotangents: list[Any] | None, source_input_grads: list[Any] | None,
                                 target_input_grads: list[Any], source_weight_grads: dict[str, Any],
                                 carried: dict[str, Any]) -> float64_referee.NearZeroRejudged:
-    """As in convert mode: gradients a zeroed target would pass are judged against the float32 rounding a float64 run
+    """As in convert mode: gradients a halved target would pass are judged against the float32 rounding a float64 run
     of the PyTorch model (source or target) shows in each of them (float64_referee)."""
     def run64() -> tuple[list[Any], dict[str, Any]] | None:
         if source.framework == "torch":
