@@ -9,6 +9,9 @@ from typing import Any
 
 # The elementwise-error histograms span the decades 1e-12 .. 1 (see compare._error_histogram for the bins).
 ERROR_HISTOGRAM_DECADES = (-12, 0)
+# A failing comparison keeps the indices of up to this many mismatched elements (8 bytes each): enough for any
+# near-tie, whose differences are sparse; a tensor with more differs too widely to be one.
+MAX_RECORDED_MISMATCHES = 100_000
 
 
 def error_histogram_labels() -> list[str]:
@@ -45,6 +48,15 @@ class Comparison:
     histogram: tuple[int, ...] | None = None
     # Largest finite |source| element: the scale the differences are read against in the failure's hints.
     source_max_abs: float = 0.0
+    # Flat indices of the mismatched elements, kept for a failing comparison of up to MAX_RECORDED_MISMATCHES of them
+    # so the near-tie re-check can tell whether the same elements differ again on moved inputs. Not reported.
+    mismatched_at: Any = field(default=None, compare=False, repr=False)
+    # Elements that differed on the given inputs and agreed, each of them, on inputs moved to break near-ties (a ReLU
+    # input within rounding of 0): verdict.near_ties confirmed them, and then the comparison passes.
+    near_ties: int = 0
+    # Largest |target - source| over the elements that agreed: with near-ties confirmed, the figure of what the given
+    # inputs decided (a baseline's drift is read from it, not from the near-ties' chance size).
+    agreeing_max_abs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +69,8 @@ class Comparison:
             "passed": self.passed,
             **({"problem": self.problem} if self.problem else {}),
             **({"histogram": list(self.histogram)} if self.histogram is not None else {}),
+            **({"near_ties": self.near_ties, "max_abs_without_near_ties": _json_float(self.agreeing_max_abs)}
+               if self.near_ties else {}),
         }
 
 

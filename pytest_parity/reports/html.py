@@ -117,8 +117,12 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
     if grads:
         failed = [name for name, comparison in grads.items() if not comparison["passed"]]
         worst_name, worst = worst_gradient(entry)
+        tied = [comparison["near_ties"] for comparison in grads.values() if comparison.get("near_ties")]
+        near_ties = (f" ({sum(tied)} element(s) of {len(tied)} agreed on moved inputs only: near-ties, see the notes)"
+                     if tied else "")
         details.append(("gradients", f"{len(grads)} compared, worst {figure_text(worst)} ({worst_name}); "
-                                     + (f"{len(failed)} differ: {', '.join(failed)}" if failed else "all agree")))
+                                     + (f"{len(failed)} differ: {', '.join(failed)}" if failed else "all agree")
+                                     + near_ties))
     account = entry.get("weight_account")
     if account:
         details.append(("weights", _account_details(account)))

@@ -128,6 +128,9 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     for entry in records:
         worst_name, worst_figure = worst_gradient(entry)
         worst_grad = f"{figure_text(worst_figure)} ({worst_name})" if worst_name else None
+        near_ties = sum(c.get("near_ties", 0) for c in (entry["grads"] or {}).values())
+        if worst_grad and near_ties:
+            worst_grad += f" incl. {near_ties} near-tie(s)"
         speed = entry["speed"]
         rows.append((
             entry["nodeid"], entry["device"], entry["route"], figure_text((entry["outputs"] or {}).get("max_abs")),

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_parity.result import ERROR_HISTOGRAM_DECADES, Comparison, TreeComparison
+from pytest_parity.result import ERROR_HISTOGRAM_DECADES, MAX_RECORDED_MISMATCHES, Comparison, TreeComparison
 from pytest_parity.trees import flatten_tree
 
 # Upper edges of the decade bins of |target - source|: 1e-12, 1e-11, ..., 1 (see result.error_histogram_labels).
@@ -137,7 +137,9 @@ def compare_arrays(name: str, actual: Any, expected: Any, *, atol: float, rtol: 
     return Comparison(name=name, passed=mismatched == 0 and dtype_problem is None, max_abs=max_abs, max_rel=max_rel,
                       mismatched=mismatched, total=total, atol=atol, rtol=rtol, max_abs_index=max_abs_index,
                       max_rel_index=max_rel_index, problem="; ".join(problems) or None, histogram=histogram,
-                      source_max_abs=float(abs_e.max()) if abs_e.size else 0.0)
+                      source_max_abs=float(abs_e.max()) if abs_e.size else 0.0,
+                      mismatched_at=np.flatnonzero(~ok) if 0 < mismatched <= MAX_RECORDED_MISMATCHES else None,
+                      agreeing_max_abs=_worst(abs_diff, ok & finite)[0] if mismatched else max_abs)
 
 
 def _error_histogram(abs_diff: np.ndarray, finite: np.ndarray | None) -> tuple[int, ...]:

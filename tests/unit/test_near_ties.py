@@ -52,12 +52,75 @@ def test_a_near_tie_that_moves_away_passes_with_a_note_quoting_the_first_figures
     assert "near-tie: on the given inputs 1 gradient(s) differed: 'input' 1 of 100 elements" in result.notes[0]
 
 
+def _differing_at(*indices, size=100):
+    target = np.zeros(size)
+    target[list(indices)] = 1.0
+    return compare_arrays("input", target, np.zeros(size), atol=1e-4, rtol=1e-3)
+
+
+def test_the_result_keeps_the_given_inputs_figures_and_marks_the_near_ties():
+    first = _result(grad=_differing_at(3, 40))
+    result = check_confirming_near_ties(Attempts(first, _result()), np.ones(3, np.float32), True, _generator())
+    assert result.passed and result.grads["input"].max_abs == 1.0
+    assert result.grads["input"].near_ties == 2 and result.grads["input"].to_dict()["near_ties"] == 2
+    assert "(1 draw)" in result.notes[-1] and "figures are the given inputs'" in result.notes[-1]
+    assert not first.passed  # the failure's own result is left as it was
+
+
+def test_near_ties_elsewhere_on_the_moved_inputs_do_not_count_against_the_first_ones():
+    # A large network meets near-ties on almost any inputs: the moved inputs' own differences are at other elements,
+    # which agreed on the given inputs.
+    attempts = Attempts(_result(grad=_differing_at(3, 40)), _result(grad=_differing_at(7, 90)))
+    assert check_confirming_near_ties(attempts, np.ones(3, np.float32), True, _generator()).passed
+
+
+def test_an_element_that_differs_again_gets_a_second_draw():
+    attempts = Attempts(_result(grad=_differing_at(3, 40)), _result(grad=_differing_at(3, 7)),
+                        _result(grad=_differing_at(40)))
+    result = check_confirming_near_ties(attempts, np.ones(3, np.float32), True, _generator())
+    assert result.passed and len(attempts.inputs) == 3 and "(2 draws)" in result.notes[-1]
+    assert not np.array_equal(attempts.inputs[1], attempts.inputs[2])  # each draw moves the inputs anew
+
+
+def test_an_element_that_differs_on_every_draw_fails_the_check():
+    attempts = Attempts(_result(grad=_differing_at(3, 40)), _result(grad=_differing_at(3, 7)),
+                        _result(grad=_differing_at(3, 50)))
+    with pytest.raises(ParityError, match=r"still differ at the same elements \('input' 1 of 100; 2 draw\(s\)\)"):
+        check_confirming_near_ties(attempts, np.ones(3, np.float32), True, _generator())
+
+
 def test_a_defect_that_stays_fails_with_the_first_figures_and_says_the_recheck_failed():
     first = _result(grad=NEAR_TIE)
-    attempts = Attempts(first, _result(grad=NEAR_TIE))
+    attempts = Attempts(first, _result(grad=NEAR_TIE), _result())
     with pytest.raises(ParityError, match=r"near-tie re-check: .* still differ .*not a near-tie") as failure:
         check_confirming_near_ties(attempts, np.ones(3, np.float32), True, _generator())
     assert failure.value.result is first
+    assert len(attempts.inputs) == 2  # not one element moved away: no second draw
+    assert "hint: " not in str(failure.value)
+
+
+def test_moved_inputs_that_fail_in_the_outputs_end_the_recheck():
+    attempts = Attempts(_result(grad=NEAR_TIE), _result(outputs=DIFFERING))
+    with pytest.raises(ParityError, match=r"fails in more than gradients \(the outputs differ.*not a near-tie"):
+        check_confirming_near_ties(attempts, np.ones(3, np.float32), True, _generator())
+
+
+def test_the_share_is_taken_over_the_differing_gradients_together():
+    # A flip deep inside touches a fifth of a small BatchNorm beta and a few elements of the kernels around it.
+    beta = compare_arrays("bn/beta", np.r_[np.ones(4), np.zeros(16)], np.zeros(20), atol=1e-4, rtol=1e-3)
+    kernel = compare_arrays("conv/kernel", np.r_[1.0, np.zeros(999)], np.zeros(1000), atol=1e-4, rtol=1e-3)
+    first = ParityResult(route="r", device="cpu", outputs=AGREEING, grads={"bn/beta": beta, "conv/kernel": kernel})
+    clean = {name: compare_arrays(name, np.zeros(size), np.zeros(size), atol=1e-4, rtol=1e-3)
+             for name, size in (("bn/beta", 20), ("conv/kernel", 1000))}
+    moved = ParityResult(route="r", device="cpu", outputs=AGREEING, grads=clean)
+    result = check_confirming_near_ties(Attempts(first, moved), np.ones(3, np.float32), True, _generator())
+    assert result.passed and result.grads["bn/beta"].near_ties == 4
+
+
+def test_a_gradient_the_moved_inputs_do_not_compare_is_not_confirmed():
+    first = ParityResult(route="r", device="cpu", outputs=AGREEING, grads={"w": _differing_at(3)})
+    with pytest.raises(ParityError, match="still differ at the same elements"):
+        check_confirming_near_ties(Attempts(first, _result()), np.ones(3, np.float32), True, _generator())
 
 
 @pytest.mark.parametrize("first", [_result(grad=DEFECT), _result(outputs=DIFFERING, grad=NEAR_TIE)],

@@ -353,3 +353,18 @@ def test_weights_cell_says_how_many_compared_gradients_are_within_rounding_of_ze
     assert report.weights_cell({"weight_account": account}) == "weights 4 of 4 (2 within rounding of zero)"
     assert report.weights_cell({"weight_account": {**account, "within_rounding_of_zero": []}}) == "weights 4 of 4"
     assert report.weights_cell({"weight_account": None}) == "-"
+
+
+def test_near_ties_show_in_the_summary_json_and_baseline_figure():
+    from dataclasses import replace
+
+    from pytest_parity.reports import baseline
+
+    differing = compare_arrays("w", np.r_[np.zeros(99), 1.0], np.r_[np.zeros(99), 0.0] + 1e-9, atol=1e-4, rtol=1e-3)
+    confirmed = replace(differing, passed=True, near_ties=differing.mismatched)
+    entry = report.record("t::x", _result(grads={"w": confirmed}))
+    assert entry["passed"] and entry["grads"]["w"]["near_ties"] == 1
+    assert entry["grads"]["w"]["max_abs_without_near_ties"] < 1e-8
+    assert "1.00e+00 (w) incl. 1 near-tie(s)" in report.summary_lines([entry])[1]
+    # The near-tie's chance size is no drift against a baseline that had none.
+    assert baseline.drift(entry, {**entry, "grads": {"w": {"max_abs": 1e-8, "passed": True}}}) == []
