@@ -49,8 +49,8 @@ class ParitySettings:
     randomize_constant_weights: bool = True
     # Port mode: (source layout, target layout), e.g. ("NHWC", "NCHW"); inputs are given in the source's layout.
     layouts: tuple[str, str] | None = None
-    # A failure whose only sign is a few input-gradient elements (a near-tie at a max-pool or ReLU kink) is re-checked
-    # once with the float inputs moved by a relative 1e-3: see near_ties.
+    # A failure whose only sign is a few gradient elements (a near-tie at a max-pool or ReLU kink) is re-checked with
+    # the float inputs moved by a relative 1e-3, element by element: see near_ties.
     near_tie_retry: bool = True
     # Trainable source weights whose gradient the check could not compare (folded, merged, no counterpart): "fail"
     # (the check fails naming them), "allow" (a partial pass that says so), or names / fnmatch patterns to allow.

@@ -64,11 +64,11 @@ def check_confirming_near_ties(attempt: Callable[[Any], ParityResult], inputs: A
             try:
                 again = attempt(moved)
             except ParityError as moved_failure:
-                again = moved_failure.result
-                if again is None or not _only_gradients_failed(again):
-                    what = _describe_failure(again)
+                if moved_failure.result is None or not _only_gradients_failed(moved_failure.result):
+                    what = _describe_failure(moved_failure.result)
                     raise _not_a_near_tie(failure, f"with every float input moved by a relative {INPUT_MOVE:g} the "
                                                    f"check fails in more than gradients ({what})") from None
+                again = moved_failure.result
             before = sum(indices.size for indices in unconfirmed.values())
             unconfirmed = _still_differing(unconfirmed, again)
             if sum(indices.size for indices in unconfirmed.values()) == before:
@@ -132,7 +132,12 @@ def _describe_failure(result: ParityResult | None) -> str:
         return "it failed"
     if not result.outputs.passed:
         return f"the outputs differ, max abs {result.outputs.max_abs:.3g}"
-    return "weights, speed or the weight account"
+    failing = [what for what, failed in (
+        ("a transferred weight differs", any(not c.passed for c in result.weights.values())),
+        ("weights went uncompared", result.weight_account is not None and bool(result.weight_account.uncompared)),
+        ("the speed gate", result.speed is not None and not result.speed.passed),
+        ("the diagnosis explains the gradients", bool(result.explained_gradients))) if failed]
+    return ", ".join(failing) or "it failed"
 
 
 def move_float_inputs(inputs: Any, generator: np.random.Generator) -> Any:
