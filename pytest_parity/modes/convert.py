@@ -26,6 +26,7 @@ from pytest_parity.modes.steps import (
     make_cotangent_source,
     measure_speed_if_asked,
     refuse_if_not_a_function_of_its_inputs,
+    refuse_if_every_gradient_is_zero,
     refuse_non_finite,
     run_source,
 )
@@ -64,6 +65,9 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
         source_outputs, source_input_grads, source_weight_grads = run_source(
             source, inputs, device, make_cotangents if settings.grad else None)
         refuse_non_finite(source_outputs, "output", source.description)
+        if settings.grad:
+            refuse_if_every_gradient_is_zero(source_input_grads, source_weight_grads, source_outputs,
+                                             source.description)
         source_run_s = time.perf_counter() - started
 
         import_s = bridge.preload_converters(source.framework, target_framework)

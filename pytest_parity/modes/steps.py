@@ -217,6 +217,30 @@ def refuse_non_finite(tree: Any, what: str, description: str) -> None:
                 )
 
 
+def refuse_if_every_gradient_is_zero(input_grads: list[np.ndarray | None] | None, weight_grads: dict[str, Any] | None,
+                                     outputs: Any, description: str) -> None:
+    """A source whose every gradient is zero on these inputs gives the gradient comparison nothing a wrong value could
+    fail: the check would pass claiming gradients it never tested. Refuse, saying why and what to check instead."""
+    gradients = [g for g in [*(input_grads or []), *(weight_grads or {}).values()] if g is not None]
+    # No gradient at all (outputs that are not differentiable: argmax ids) leaves every weight reported unused.
+    if not weight_grads or not gradients or any(np.any(np.asarray(g)) for g in gradients):
+        return
+    floats = [np.asarray(leaf) for _, leaf in trees.flatten_tree(outputs, "output")
+              if np.issubdtype(np.asarray(leaf).dtype, np.floating) and np.size(leaf)]
+    saturated = sum(int(np.count_nonzero((leaf == 0) | (leaf == 1))) for leaf in floats)
+    total = sum(int(leaf.size) for leaf in floats)
+    shown = (f" {saturated} of its {total} output elements are exactly 0 or 1, the mark of a saturated softmax or "
+             f"sigmoid." if total and saturated > total // 2 else "")
+    raise ParityUsageError(
+        f"Every gradient of the source model ({description}) is exactly zero on these inputs ({len(weight_grads)} "
+        f"weight gradient(s), {len(input_grads or [])} input gradient(s)), so no gradient comparison could fail and "
+        f"the check could not claim the gradients agree.{shown} Typical causes: outputs saturated by logits far from "
+        f"unit scale (an untrained deep network's logits can reach 1e4 and more), or a model ending in argmax or "
+        f"rounding. What you can do: check the logits (classifier_activation=None in keras.applications, the module "
+        f"without its final softmax), with inputs and weights at a realistic scale; or pass grad=False for a check "
+        f"of the outputs only, which the result reports as partial.")
+
+
 def converted_run_failure(route: str, description: str, inputs: ModelInputs, error: Exception) -> ConversionError:
     """The source ran and the conversion succeeded, yet the converted model fails on the same inputs: a converter gap
     (an op imported with the wrong semantics, a graph input the export should not have had), not the user's model."""

@@ -36,8 +36,16 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
     uncompared: dict[str, str] = {}
     allowed: dict[str, str] = {}
     unused: dict[str, str] = {}
+    comparisons = comparisons or {}
     for name in trainable:
         if name in done:
+            # Matched, but with no gradient in the source on these inputs (None, or exactly zero: a saturated
+            # softmax, a branch behind dead ReLUs, an argmax): a zeroed target would pass its comparison, so it
+            # checked only that the target's is zero too. Reported as unused here, not counted as compared.
+            if (source_gradients is not None and name in source_gradients
+                    and _no_influence(source_gradients[name]) and (name not in comparisons or comparisons[name].passed)):
+                unused[name] = ("its gradient is zero in the source on these inputs, and in the target too: it does "
+                                "not influence the outputs here, so no wrong value of it could show")
             continue
         reason = why_not_compared.get(name, "the check found no tensor in the target that it corresponds to")
         if source_gradients is not None and _no_influence(source_gradients.get(name)):
@@ -47,7 +55,6 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
             allowed[name] = reason
         else:
             uncompared[name] = reason
-    comparisons = comparisons or {}
     exact_zero = set(zero_in_exact_arithmetic)
     near_zero = [name for name in trainable
                  if name in done and name in comparisons and tolerances.halved_would_pass(comparisons[name])]
@@ -64,7 +71,8 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
                   f"own scale")
         (allowed if _accepted(name, accepted) else uncompared)[name] = reason
     return WeightAccount(total=len(trainable),
-                         compared=sum(1 for name in trainable if name in done and name not in within_rounding),
+                         compared=sum(1 for name in trainable
+                                      if name in done and name not in within_rounding and name not in unused),
                          uncompared=uncompared, allowed=allowed, unused=unused,
                          within_rounding_of_zero=tuple(within_rounding),
                          zero_in_exact_arithmetic=tuple(name for name in near_zero if name in exact_zero))

@@ -117,3 +117,44 @@ def test_without_a_float64_run_a_vanished_gradient_is_not_compared_and_fails_unl
     result = run_check(ScaledBranch(), None, _floats(4, 8), settings, "cpu", "test_near_zero_gradients")
     assert result.passed and result.weight_account.partial
     assert set(result.weight_account.allowed) == {"branch.weight", "branch.bias"}
+
+
+class DeadBranch(nn.Module):
+    """A branch behind a ReLU that is dead on every input (its bias far below zero): its weights' gradients are exactly
+    zero, so a zeroed target could not fail there. They are reported unused, not counted as compared."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = nn.Linear(6, 3)
+        self.dead = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.dead.bias.fill_(-1e3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.live(x) + torch.relu(self.dead(x))
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_weights_whose_gradient_is_exactly_zero_are_unused_not_compared(parity):
+    result = parity.check(DeadBranch().eval(), inputs=parity.randn(4, 6))
+    account = result.weight_account
+    assert set(account.unused) == {"dead.weight", "dead.bias"} and account.compared == 2
+    assert "its gradient is zero in the source on these inputs, and in the target too" in account.unused["dead.bias"]
+    assert account.describe() == "weights compared 2 of 4 (2 unused)"
+
+
+def test_a_saturated_softmax_whose_every_gradient_is_zero_is_refused():
+    from dataclasses import replace
+
+    from pytest_parity.errors import ParityUsageError
+
+    # Logits thousands apart: float32 softmax gives exact 0s and 1s, and every gradient is exactly zero.
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(3, activation="softmax")])
+    x = 1e4 * _floats(2, 4)
+    with pytest.raises(ParityUsageError, match=r"(?s)Every gradient of the source model .* is exactly zero on these "
+                                               r"inputs.*6 of its 6 output elements are exactly 0 or 1.*"
+                                               r"classifier_activation=None.*grad=False"):
+        run_check(model, None, x, ParitySettings(), "cpu", "test_near_zero_gradients")
+    # An outputs-only check is what the user can still have, and it says it is partial.
+    result = run_check(model, None, x, replace(ParitySettings(), grad=False), "cpu", "test_near_zero_gradients")
+    assert result.passed and result.weight_account.partial

@@ -250,3 +250,14 @@ def test_sparse_input_gradient_difference_with_agreeing_outputs_gets_the_subgrad
     differing = compare_trees([np.zeros(4)], [np.ones(4)], atol=1e-5, rtol=1e-4)
     assert subgradient_hint(ParityResult(route=ROUTE, device="cpu", outputs=differing, grads={"input": near_tie})) \
         is None
+
+
+def test_a_source_whose_every_gradient_is_zero_is_refused_unless_none_exists():
+    from pytest_parity.errors import ParityUsageError
+    from pytest_parity.modes.steps import refuse_if_every_gradient_is_zero
+
+    one_hot = [np.eye(3, dtype=np.float32)]
+    with pytest.raises(ParityUsageError, match=r"(?s)exactly zero.*9 of its 9 output elements are exactly 0 or 1"):
+        refuse_if_every_gradient_is_zero([np.zeros(3)], {"w": np.zeros(2)}, one_hot, "m")
+    refuse_if_every_gradient_is_zero([np.zeros(3)], {"w": np.r_[0.0, 1e-30]}, one_hot, "m")  # one non-zero suffices
+    refuse_if_every_gradient_is_zero([None], {"w": None}, one_hot, "m")  # argmax ids: no gradient exists at all

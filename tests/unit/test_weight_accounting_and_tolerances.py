@@ -205,3 +205,16 @@ def test_a_gradient_just_above_the_floor_is_judged_at_its_own_scale_too():
                                                 {"large": large, "near": near / 2}, {"large": large, "near": near},
                                                 own64)
     assert not outcome.grads["near"].passed and outcome.zero_in_exact_arithmetic == ()
+
+
+def test_a_compared_weight_whose_source_gradient_is_exactly_zero_is_unused():
+    from pytest_parity.verdict.compare import compare_arrays
+
+    zero = compare_arrays("dead", np.zeros(3), np.zeros(3), atol=1e-9, rtol=1e-3)
+    account = account_weights(["live", "dead", "none"], ["live", "dead", "none"], {},
+                              {"live": np.ones(3), "dead": np.zeros(3), "none": None}, "fail", True,
+                              {"dead": zero})
+    assert account.compared == 1 and set(account.unused) == {"dead", "none"}
+    # A target gradient that is not zero there fails its comparison, and the weight stays compared (and failing).
+    nonzero = compare_arrays("dead", np.ones(3), np.zeros(3), atol=1e-9, rtol=1e-3)
+    assert account_weights(["dead"], ["dead"], {}, {"dead": np.zeros(3)}, "fail", True, {"dead": nonzero}).compared == 1

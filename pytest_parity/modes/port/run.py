@@ -30,6 +30,7 @@ from pytest_parity.modes.steps import (
     prepare_source,
     randomize_constant_weights,
     refuse_if_not_a_function_of_its_inputs,
+    refuse_if_every_gradient_is_zero,
     refuse_non_finite,
     run_source,
     source_run_failure,
@@ -130,6 +131,9 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         source_outputs, source_input_grads, source_weight_grads = run_source(
             source, inputs, device, make_cotangents if settings.grad else None)
         refuse_non_finite(source_outputs, "output", source.description)
+        if settings.grad:
+            refuse_if_every_gradient_is_zero(source_input_grads, source_weight_grads, source_outputs,
+                                             source.description)
         target_cotangents = None
         if settings.grad:
             target_cotangents = [None if c is None else (layouts.source_to_target(c) if layouts else c)
