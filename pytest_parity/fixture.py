@@ -230,11 +230,25 @@ def _intended_route(source: Any, target: Any, overrides: dict[str, Any]) -> str:
     return f"{source_framework} -> onnx -> {wanted if isinstance(wanted, str) else 'torch'}"
 
 
+def _body_imports_tensorflow(request: pytest.FixtureRequest) -> bool:
+    """The test function names keras or TensorFlow (``import keras`` inside the body, a ``_keras_block`` helper) and
+    TensorFlow is installed: the body is about to start TensorFlow, so the fixture starts it first, quietly. A test
+    that only names them pays the import a little earlier than it would have anyway; any other test pays nothing."""
+    code = getattr(getattr(request, "function", None), "__code__", None)
+    names = " ".join(code.co_names).lower() if code is not None else ""
+    if "keras" not in names and "tensorflow" not in names:
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
 def make_fixture(request: pytest.FixtureRequest, session: ParitySession) -> ParityFixture:
     device = getattr(request, "param", None) or session.devices[0]
-    if sys.modules.get("tensorflow") is not None:
-        # The test's module imported TensorFlow: finish its start-up here, with its notices filtered (startup_logs),
-        # before the test body builds a model and TensorFlow prints "failed call to cuInit" into the test's output.
+    if sys.modules.get("tensorflow") is not None or _body_imports_tensorflow(request):
+        # The test's module imported TensorFlow, or its body will: finish its start-up here, with its notices
+        # filtered (startup_logs), before the test body builds a model and TensorFlow prints "failed call to cuInit"
+        # into the test's output.
         from pytest_parity.frameworks.tensorflow import import_tensorflow
 
         import_tensorflow()

@@ -25,8 +25,8 @@ from pytest_parity.modes.steps import (
     input_notes,
     make_cotangent_source,
     measure_speed_if_asked,
-    refuse_if_not_a_function_of_its_inputs,
     refuse_if_every_gradient_is_zero,
+    refuse_if_not_a_function_of_its_inputs,
     refuse_non_finite,
     run_source,
 )

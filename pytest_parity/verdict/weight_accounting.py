@@ -42,8 +42,8 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
             # Matched, but with no gradient in the source on these inputs (None, or exactly zero: a saturated
             # softmax, a branch behind dead ReLUs, an argmax): a zeroed target would pass its comparison, so it
             # checked only that the target's is zero too. Reported as unused here, not counted as compared.
-            if (source_gradients is not None and name in source_gradients
-                    and _no_influence(source_gradients[name]) and (name not in comparisons or comparisons[name].passed)):
+            if (source_gradients is not None and name in source_gradients and _no_influence(source_gradients[name])
+                    and (name not in comparisons or comparisons[name].passed)):
                 unused[name] = ("its gradient is zero in the source on these inputs, and in the target too: it does "
                                 "not influence the outputs here, so no wrong value of it could show")
             continue

@@ -7,6 +7,8 @@ machine without a GPU, "failed call to cuInit" to file descriptor 2 when it star
 
 from __future__ import annotations
 
+import pytest
+
 from pytest_parity.frameworks.startup_logs import is_startup_notice
 
 STARTUP_LINES = [
@@ -32,16 +34,20 @@ def test_startup_notices_are_told_from_real_lines():
     assert not any(is_startup_notice(line) for line in REAL_LINES)
 
 
-def test_a_failing_keras_test_shows_no_startup_notices_but_its_own_stderr(pytester, monkeypatch):
+@pytest.mark.parametrize("where", ["module", "body"])
+def test_a_failing_keras_test_shows_no_startup_notices_but_its_own_stderr(pytester, monkeypatch, where):
+    # Imported by the test module, or only inside the test body (as tests/coverage does): quiet either way.
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # the user's default, not tox's
+    module_import, body_import = ("import keras", "") if where == "module" else ("", "import keras")
     pytester.makepyfile(
-        test_noise="""
+        test_noise=f"""
         import os
-        import keras
+        {module_import}
         import pytest
 
         @pytest.mark.parity(devices=("cpu",), atol=0.0, rtol=0.0, grad_atol=0.0, grad_rtol=0.0)
         def test_fails(parity):
+            {body_import}
             os.write(2, b"the test's own stderr line\\n")
             model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
             parity.check(model, inputs=parity.randn(256, 2) * 1e4)
