@@ -53,6 +53,13 @@ TORCHVISION_CASES = [
     for name in TORCHVISION_MODELS]
 
 
+# Untrained (weights=None), EfficientNetV2L's activations explode: its logits reach 5.8e4 before any randomized weight,
+# the gradients through them 1e23, and TensorFlow and onnxruntime running the same export differ by 2.4e4 in them
+# (measured at 32x32, batch 2). With its softmax head every output is exactly 0 or 1 and every gradient exactly
+# zero, so the check refuses: there is nothing a conversion could be judged on at this initialisation.
+SATURATED_AT_INIT = {"EfficientNetV2L"}
+
+
 @pytest.mark.coverage
 @pytest.mark.parity(devices=("cpu",))
 @pytest.mark.parametrize("name", sorted(KERAS_APPLICATIONS))
@@ -61,6 +68,11 @@ def test_keras_application(parity, name):
 
     size = KERAS_APPLICATIONS[name]
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10)
+    if name in SATURATED_AT_INIT:
+        # The refusal is the right verdict here; anything else (a pass, another failure) fails this test.
+        with pytest.raises(pytest.fail.Exception, match=r"Every gradient of the source model .* is exactly zero"):
+            parity.check(model, inputs=parity.randn(2, size, size, 3))
+        pytest.xfail("refused as expected: untrained, its softmax saturates and every gradient is exactly zero")
     parity.check(model, inputs=parity.randn(2, size, size, 3))
 
 
