@@ -83,9 +83,10 @@ def check_confirming_near_ties(attempt: Callable[[Any], ParityResult], inputs: A
                      for name, c in (first.grads or {}).items() if not c.passed}
         noun = "draw" if draws == 1 else "draws"
         note = (f"near-tie: on the given inputs {first_figures}, with the outputs agreeing; each of those elements "
-                f"agreed on inputs moved by a relative {INPUT_MOVE:g} ({draws} {noun}), so they are near-ties at a "
-                f"kink (a ReLU input within rounding of 0, a max-pool window of near-equal values), where each "
-                f"framework picks its own subgradient. The figures are the given inputs' (near_tie_retry=False "
+                f"agreed on inputs moved by a relative {INPUT_MOVE:g} ({draws} {noun}): differences that move with "
+                f"the inputs, as near-ties at a kink do (a ReLU input within rounding of 0, a max-pool window of "
+                f"near-equal values, where each framework picks its own subgradient) and float32 rounding at the "
+                f"edge of the tolerance; a defect would not. The figures are the given inputs' (near_tie_retry=False "
                 f"turns this off)")
         return replace(first, grads={**(first.grads or {}), **confirmed}, diagnosis=None, float32_rounding=None,
                        notes=[*first.notes, note])
