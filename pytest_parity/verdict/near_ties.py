@@ -20,6 +20,9 @@ agreed, on the given inputs or, for the near-ties, on inputs 1e-3 away; a zeroed
 differs at the same elements on any inputs and fails. If an element differs again each time, or the moved inputs
 make the check fail in anything but gradients, the first failure stands and says so. ``near_tie_retry=False``
 switches this off.
+
+Float32 rounding that crosses the tolerance at an element or two moves with the inputs as well (the sums round
+differently), and passes the same way; the note names both causes rather than guessing which one it was.
 """
 
 from __future__ import annotations
