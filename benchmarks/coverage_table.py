@@ -34,7 +34,8 @@ def rows_from_directory(directory: Path) -> list[dict[str, str]]:
         match = TEST_NAME.search(node)
         if match:
             table.append({"family": FAMILIES.get(match.group(1), match.group(1)), "model": match.group(2),
-                          "converts": "-", "outputs": "-", "gradients": "-", "worst": "-", "conversion_s": "-",
+                          "converts": "-", "outputs": "-", "gradients": "-", "worst": "-", "weights": "-",
+                          "conversion_s": "-",
                           "cause": f"not run to the end: {reason}"})
     return table
 
@@ -53,7 +54,7 @@ def rows(report_path: Path, junit_path: Path) -> list[dict[str, str]]:
         skipped = case.find("skipped")
         entry = records.get(name)
         row = {"family": family, "model": match.group(2), "converts": "-", "outputs": "-", "gradients": "-",
-               "worst": "-", "conversion_s": "-", "cause": ""}
+               "worst": "-", "weights": "-", "conversion_s": "-", "cause": ""}
         if skipped is not None:
             row["cause"] = "skipped: " + (skipped.get("message") or "")
         elif entry is None or entry.get("outputs") is None:
@@ -66,8 +67,8 @@ def rows(report_path: Path, junit_path: Path) -> list[dict[str, str]]:
             row.update(converts="yes", outputs="yes" if entry["outputs"]["passed"] else "no",
                        gradients="yes" if all(c["passed"] for c in grads.values()) else "no",
                        worst=f"{_figure(entry['outputs']['max_abs'])} / {_figure(worst_grad)}",
-                       conversion_s=f"{entry['conversion_s']:.1f}",
-                       cause="" if entry["passed"] else _first_line(failure))
+                       weights=_weights(entry.get("weight_account")), conversion_s=f"{entry['conversion_s']:.1f}",
+                       cause=_near_ties(grads) if entry["passed"] else _first_line(failure))
         table.append(row)
     return table
 
@@ -92,6 +93,24 @@ def _first_line(failure: ElementTree.Element | None) -> str:
     upstream = next((link for pattern, link in UPSTREAM.items() if pattern in text), None)
     cause = cause[:300] + ("..." if len(cause) > 300 else "")
     return f"{cause} Upstream: {upstream}" if upstream else cause
+
+
+def _weights(account: dict | None) -> str:
+    """'compared k of n' from the weight account, with what was not compared ('1 unused')."""
+    if not account:
+        return "-"
+    extra = [f"{len(account[key])} {label}" for key, label in (("uncompared", "not compared"), ("allowed", "allowed"),
+                                                               ("unused", "unused")) if account.get(key)]
+    return f"{account['compared']} of {account['total']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _near_ties(grads: dict) -> str:
+    """A passing check's near-ties (verdict.near_ties): elements that differed on the given inputs only."""
+    tied = [c["near_ties"] for c in grads.values() if c.get("near_ties")]
+    if not tied:
+        return ""
+    return (f"passed; {sum(tied)} element(s) of {len(tied)} gradient(s) differed on the given inputs only and agreed "
+            f"on moved ones (near-ties or rounding at the tolerance's edge)")
 
 
 def _figure(value: object) -> str:
@@ -125,16 +144,25 @@ def merged(tables: list[list[dict[str, str]]]) -> list[dict[str, str]]:
 
 def print_table(table: list[dict[str, str]]) -> None:
     print("| family | model | converts | outputs agree | gradients agree | worst output / gradient (max abs) | "
-          "conversion s | cause of failure |")
-    print("|---|---|---|---|---|---|---|---|")
+          "weights compared | conversion s | cause of failure, or note |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in table:
         print(f"| {row['family']} | {row['model']} | {row['converts']} | {row['outputs']} | {row['gradients']} | "
-              f"{row['worst']} | {row['conversion_s']} | {row['cause'].replace('|', '/')} |")
+              f"{row['worst']} | {row.get('weights', '-')} | {row['conversion_s']} | "
+              f"{row['cause'].replace('|', '/')} |")
     ran = [row for row in table if not row["cause"].startswith(("skipped", "not run:"))]
     agreeing = sum(1 for row in ran if row["outputs"] == row["gradients"] == "yes")
     converting = sum(1 for row in ran if row["converts"] == "yes")
-    print(f"\n{converting} of {len(ran)} convert, {agreeing} of {len(ran)} agree in outputs and gradients "
-          f"({len(table) - len(ran)} skipped or not run)")
+    every_weight = sum(1 for row in ran if _every_weight(row.get("weights", "-")))
+    tied = sum(1 for row in ran if row["cause"].startswith("passed;"))
+    print(f"\n{converting} of {len(ran)} convert, {agreeing} of {len(ran)} agree in outputs and gradients, "
+          f"{every_weight} of {len(ran)} compare every trainable weight, {tied} of them pass with near-ties "
+          f"confirmed on moved inputs ({len(table) - len(ran)} skipped or not run)")
+
+
+def _every_weight(cell: str) -> bool:
+    match = re.match(r"(\d+) of (\d+)", cell)
+    return bool(match) and match.group(1) == match.group(2)
 
 
 if __name__ == "__main__":
