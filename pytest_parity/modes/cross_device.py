@@ -24,14 +24,16 @@ from pytest_parity.modes.steps import (
 )
 from pytest_parity.result import ParityResult
 from pytest_parity.settings import ParitySettings, with_overrides
-from pytest_parity.verdict import compare
-from pytest_parity.verdict.gradients import compare_gradients
+from pytest_parity.verdict import compare, float64_referee
+from pytest_parity.verdict.gradients import compare_gradients, input_label
 from pytest_parity.verdict.messages import failure_message
+from pytest_parity.verdict.weight_accounting import account_weights
 
 REFERENCE_DEVICE = "cpu"
 TARGET_DEVICE = "cuda"
 # What a cross-device check can be told per call; the rest (target, layouts, speed, timed) concerns two models.
-CROSS_DEVICE_ARGUMENTS = ("atol", "rtol", "grad", "grad_atol", "grad_rtol", "seed", "randomize_constant_weights")
+CROSS_DEVICE_ARGUMENTS = ("atol", "rtol", "grad", "grad_atol", "grad_rtol", "seed", "randomize_constant_weights",
+                          "unmatched_weights")
 
 
 def settings_for(base: ParitySettings, overrides: dict[str, Any]) -> ParitySettings:
@@ -86,21 +88,41 @@ def _compare_runs(adapter: ModelAdapter, inputs: ModelInputs, settings: ParitySe
 
     outputs = compare.compare_trees(target_outputs, reference_outputs, atol=settings.atol, rtol=settings.rtol)
     grads = None
+    zero_in_exact_arithmetic: tuple[str, ...] = ()
+    names: list[str] = []
     if settings.grad:
         reference_weight_grads = reference_weight_grads or {}
         target_weight_grads = target_weight_grads or {}
         # A weight the outputs do not depend on has no gradient on either device (TensorFlow returns None, PyTorch
-        # too with allow_unused): nothing to compare. One missing on one device only is reported as a failure.
+        # too with allow_unused): nothing to compare, and the account reports it unused. One missing on one device
+        # only is reported as a failure.
         names = [name for name in adapter.trainable_names()
                  if reference_weight_grads.get(name) is not None or target_weight_grads.get(name) is not None]
         grads = compare_gradients(inputs, reference_input_grads or [], target_input_grads or [],
                                   reference_weight_grads, target_weight_grads, names, settings)
+        # Gradients the rounding floor decides are judged at their own scale, as in the other modes: a float64 run
+        # of the model on the CPU (PyTorch only; a TensorFlow model's stay unresolved and are named).
+        near_zero = float64_referee.judge_near_zero(
+            grads, [input_label(inputs, name) for name in inputs.names],
+            (reference_input_grads or [], reference_weight_grads), (target_input_grads or [], target_weight_grads),
+            True, lambda: _run_in_float64(adapter, inputs, cotangents, names))
+        grads, zero_in_exact_arithmetic = near_zero.grads, near_zero.zero_in_exact_arithmetic
+    # The same model on both devices, so every weight is followed; the account still says which gradients could be
+    # compared with a tolerance a wrong value would exceed.
+    account = account_weights(adapter.trainable_names(), names, {}, reference_weight_grads, settings.unmatched_weights,
+                              settings.grad, grads, zero_in_exact_arithmetic)
     result = ParityResult(route=f"{adapter.framework}: {REFERENCE_DEVICE} -> {target_device}", device=target_device,
-                          outputs=outputs, grads=grads, run_s=run_s)
+                          outputs=outputs, grads=grads, weight_account=account, run_s=run_s)
     if not result.passed:
         raise ParityError(failure_message(result, f"{adapter.description} on {REFERENCE_DEVICE}",
                                           f"the same model on {target_device}"), result)
     return result
+
+
+def _run_in_float64(adapter: ModelAdapter, inputs: ModelInputs, cotangents: list[Any],
+                    names: list[str]) -> tuple[list[Any], dict[str, Any]] | None:
+    run = float64_referee.run_in_float64(adapter, inputs, REFERENCE_DEVICE, cotangents, names)
+    return None if run is None else (run[1] or [], run[2] or {})
 
 
 def _run_target(adapter: ModelAdapter, inputs: ModelInputs, device: str, cotangents: list[Any] | None) -> Any:

@@ -66,9 +66,8 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
         comparison = comparisons[name]
         reason = (f"its whole source gradient (max |g| {comparison.source_max_abs:.3g}) lies within twice the "
                   f"check's float32 rounding floor ({comparison.atol:.3g}), so a halved or zeroed target gradient "
-                  f"would pass too, and "
-                  f"no float64 run of the PyTorch side could measure this tensor's own rounding to judge it at its "
-                  f"own scale")
+                  f"would pass too, and no float64 run could measure this tensor's own rounding to judge it at its own "
+                  f"scale (one is made of the PyTorch side only, when it can run in float64)")
         (allowed if _accepted(name, accepted) else uncompared)[name] = reason
     return WeightAccount(total=len(trainable),
                          compared=sum(1 for name in trainable

@@ -86,6 +86,39 @@ def test_the_whole_comparison_runs_on_the_cpu_with_randomized_weights_restored_a
     trainable = adapter_class(model).trainable_names()
     assert result.grads is not None and set(result.grads) == {"input", *trainable}
     assert result.outputs.total == INPUTS.shape[0] * 3 and result.outputs.max_abs == 0.0
+    # Every check says which weights' gradients it compared (issue 13), this one too.
+    assert result.weight_account.describe() == f"weights compared {len(trainable)} of {len(trainable)}"
+
+
+class LayerScaled(torch.nn.Module):
+    """A branch scaled by 1e-9: its weights' gradients lie below the check's rounding floor, where a zeroed gradient
+    on the other device would pass; a float64 run judges them at their own scale."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.branch, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 3)
+        self.gamma = torch.nn.Parameter(torch.full((4,), 1e-9))
+
+    def forward(self, x):
+        return self.head(x + self.gamma * torch.tanh(self.branch(x)))
+
+
+def test_gradients_below_the_rounding_floor_are_judged_at_their_own_scale_and_a_zeroed_one_fails(monkeypatch):
+    assert on_cpu(LayerScaled()).weight_account.describe() == "weights compared 5 of 5"
+    real_run = TorchModel.run
+    calls = []
+
+    def zero_the_branch_gradient_on_the_second_device(self, inputs, device, cotangents, grad_weights=None):
+        outputs, input_grads, weight_grads = real_run(self, inputs, device, cotangents, grad_weights)
+        calls.append(device)
+        if len(calls) == 2:
+            weight_grads = {**weight_grads, "branch.weight": np.zeros_like(weight_grads["branch.weight"])}
+        return outputs, input_grads, weight_grads
+
+    monkeypatch.setattr(TorchModel, "run", zero_the_branch_gradient_on_the_second_device)
+    with pytest.raises(ParityError, match=r"gradient 'branch\.weight'"):
+        on_cpu(LayerScaled())
 
 
 def test_a_perturbed_second_run_fails_naming_the_output_and_the_gradients_that_differ(monkeypatch):
