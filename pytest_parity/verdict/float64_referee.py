@@ -1,6 +1,7 @@
 """Float64 runs that tell rounding from error.
 
-1. When a check fails: is the difference the model's own float32 rounding? Run the source once more in float64.
+1. When a check fails: is the difference the model's own float32 rounding? Run the source once more in float64 (a
+Keras source: the converted model, the same function in PyTorch).
 
 A converted graph computes the same sums in another order, so the two sides differ by float32 rounding. For small
 models that stays far inside the default tolerances; for deep ones it need not: in torchvision's swin_v2_s the
@@ -9,8 +10,10 @@ M gradient elements lie outside the default gradient tolerances (measured once, 
 failing tensor differs from the source by no more than the source's own float32 error in that tensor, the failure is
 rounding, and the message says so with the figures and the tolerances that would fit.
 
-PyTorch sources only (a module converts to float64 with .double(); a Keras model would have to be rebuilt with
-another dtype policy). Run only on failure, on a copy of the module; anything it cannot do leaves no hint.
+PyTorch models only (a module converts to float64 with .double(); a Keras model would have to be rebuilt with another
+dtype policy), so for a Keras source the converted model is the one run: it rounds its own way, and a difference
+within twice its own float32 error is rounding just the same. Run only on failure, on a copy of the module; anything
+it cannot do leaves no hint.
 
 2. When a gradient is so small that a halved or zeroed target would pass its comparison (``rejudge_near_zero``): is it
 zero in exact arithmetic, or a real gradient that vanished through the layers (MobileNet's early layers at 32x32 sit
@@ -46,25 +49,32 @@ class Float32Error:
     # Elements outside the check's tolerances, over all tensors compared: float32 alone fails the check this often.
     outside_tolerance: int
     total: int
+    # Which model was run in float64, as the hint names it: the source itself, or the converted model (the same
+    # function in PyTorch) when the source is a Keras model, which has no float64 run here.
+    witness: str = "the source itself"
 
 
 def source_float32_error(source: ModelAdapter, inputs: ModelInputs, device: str, cotangents: list[Any] | None,
                          outputs32: Any, input_grads32: list[np.ndarray | None] | None,
                          weight_grads32: dict[str, np.ndarray | None] | None, input_labels: list[str],
-                         tolerances: tuple[float, float, float, float]) -> Float32Error | None:
-    """The float32 source's error against its float64 run, or None where that cannot be had (not PyTorch, no memory
-    for a copy, an op without float64 support...)."""
+                         tolerances: tuple[float, float, float, float], *, witness: str = "the source itself",
+                         source_names: dict[str, str] | None = None) -> Float32Error | None:
+    """The float32 model's error against its float64 run, or None where that cannot be had (not PyTorch, no memory
+    for a copy, an op without float64 support...). ``source_names``: weight name -> the name the check reports it
+    under, when the model run is the converted one (its weights carry the converter's names)."""
     run64 = run_in_float64(source, inputs, device, cotangents, list((weight_grads32 or {}).keys()))
     if run64 is None:
         return None
     outputs64, input_grads64, weight_grads64 = run64
+    rename = source_names or {}
     atol, rtol, grad_atol, grad_rtol = tolerances
     pairs: list[tuple[str, Any, Any, float, float]] = [
         (name, leaf32, leaf64, atol, rtol) for (name, leaf32), (_, leaf64)
         in zip(flatten_tree(outputs32, "output"), flatten_tree(outputs64, "output"))]
     pairs += [(label, g32, g64, grad_atol, grad_rtol)
               for label, g32, g64 in zip(input_labels, input_grads32 or [], input_grads64 or [])]
-    pairs += [(name, g32, (weight_grads64 or {}).get(name), grad_atol, grad_rtol)
+    # A layout change between the two models only moves elements, so the largest difference is the same either way.
+    pairs += [(rename.get(name, name), g32, (weight_grads64 or {}).get(name), grad_atol, grad_rtol)
               for name, g32 in (weight_grads32 or {}).items()]
     max_abs: dict[str, float] = {}
     outside = total = 0
@@ -78,7 +88,7 @@ def source_float32_error(source: ModelAdapter, inputs: ModelInputs, device: str,
         max_abs[name] = float(np.max(difference, initial=0.0))
         outside += int(np.count_nonzero(difference > tensor_atol + tensor_rtol * np.abs(value64)))
         total += int(value64.size)
-    return Float32Error(max_abs, outside, total)
+    return Float32Error(max_abs, outside, total, witness)
 
 
 def run_in_float64(model: ModelAdapter, inputs: ModelInputs, device: str, cotangents: list[Any] | None,

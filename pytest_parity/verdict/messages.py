@@ -105,7 +105,7 @@ def float32_rounding_hint(result: ParityResult, own_error: float64_referee.Float
     outputs_fail = bool(result.outputs.failures)
     knobs = [knob for knob, failed in (("atol", outputs_fail), ("grad_atol", gradients_fail)) if failed]
     suggested = 10.0 ** np.ceil(np.log10(2 * max(c.max_abs for c in failing)))
-    return (f"the differences are float32 rounding of this model, not the conversion: the source itself, run in "
+    return (f"the differences are float32 rounding of this model, not the conversion: {own_error.witness}, run in "
             f"float64, differs from its float32 run by up to {own_error.max_abs[worst.name]:.3g} in {worst.name!r}, "
             f"where the converted model differs by {worst.max_abs:.3g} (and so for every failing tensor), and "
             f"{own_error.outside_tolerance} of its {own_error.total} elements fall outside these tolerances in "

@@ -1,6 +1,6 @@
-"""The float64 referee (pytest_parity.verdict.float64_referee) on real PyTorch round trips: a failure that is the
-model's own float32 rounding says so, with the tolerances that would fit; a real defect of the same size does not get
-that hint."""
+"""The float64 referee (pytest_parity.verdict.float64_referee) on real round trips: a failure that is the model's own
+float32 rounding says so, with the tolerances that would fit; a real defect of the same size does not get that hint.
+For a PyTorch source the source runs in float64; for a Keras source, the converted model."""
 
 from __future__ import annotations
 
@@ -69,4 +69,55 @@ def test_a_defect_as_small_as_a_micro_unit_is_not_taken_for_rounding(monkeypatch
     message = str(failure.value)
     assert "Greatest absolute difference: 1.0" in message  # the 1e-5 the import step added
     assert "hint (float32 rounding)" not in message
+    assert failure.value.result.float32_rounding is None
+
+
+def _keras_attention_stack():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((8, 16))
+    x = tokens
+    for _ in range(3):
+        x = keras.layers.LayerNormalization()(x + keras.layers.MultiHeadAttention(4, 4)(x, x))
+        x = x + keras.layers.Dense(16)(keras.layers.Dense(64, activation="gelu")(x))
+    return keras.Model(tokens, x)
+
+
+def test_a_keras_source_has_the_converted_model_stand_witness_for_its_rounding():
+    with pytest.raises(ParityError) as failure:
+        _check(_keras_attention_stack(), **EXACT)
+    hint = failure.value.result.float32_rounding
+    assert hint is not None and hint.startswith(
+        "the differences are float32 rounding of this model, not the conversion: the converted model (the same "
+        "function, in PyTorch), run in float64, differs from its float32 run by up to")
+    assert "hint (float32 rounding): " in str(failure.value)
+
+
+class OffByAMicroUnit(nn.Module):
+    """A converted model with a defect that stays in its float64 copy (a buffer, not a patched method): the witness
+    then rounds its own way around the same wrong value, and the difference to the source is not its rounding."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("offset", torch.tensor(1e-5))
+
+    def forward(self, *args, **kwargs):
+        return self.inner(*args, **kwargs) + self.offset
+
+
+def test_a_keras_source_whose_conversion_is_off_by_a_micro_unit_gets_no_rounding_hint(monkeypatch):
+    real_from_onnx = torch_adapter.from_onnx
+
+    def from_onnx_with_outputs_off(model_proto):
+        converted = real_from_onnx(model_proto)
+        converted.module = OffByAMicroUnit(converted.module)
+        return converted
+
+    monkeypatch.setattr(torch_adapter, "from_onnx", from_onnx_with_outputs_off)
+    with pytest.raises(ParityError) as failure:
+        _check(_keras_attention_stack(), atol=1e-6, rtol=0.0)
+    assert failure.value.result.outputs.max_abs > 9e-6  # the offset the import step added
+    assert "hint (float32 rounding)" not in str(failure.value)
     assert failure.value.result.float32_rounding is None
