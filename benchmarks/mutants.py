@@ -9,6 +9,9 @@ mutant of the converted model, one mutant at a time:
 - ``perturb``: one transferred weight of the target is multiplied elementwise by 1 +/- 1e-3 (random signs);
 - ``drop bias``: one bias of the target is zeroed (models without a bias have no such mutant).
 
+Each check runs as the parity fixture runs it, with the near-tie re-check (verdict.near_ties). The ``near_ties`` group
+holds models whose correct conversion passes only through that re-check, to show it lets no mutant through.
+
 The mutants are placed from outside the package, so that any checkout can be measured the same way: the weight is
 found in the converted module (the fx GraphModule onnx2torch returns) by its values (the same multiset of values as the
 source weight, whatever the layout), weight mutants change that tensor as onnx2torch hands it over, and gradient
@@ -19,6 +22,7 @@ caught, with that reason.
     python benchmarks/mutants.py                                   # this checkout: writes benchmarks/mutants_table.md
     python benchmarks/mutants.py --versions before=/tmp/before,after=.  # side by side, e.g. a worktree of 3020adf
     python benchmarks/mutants.py --only demo,timm:convnext_atto        # some rows
+    python benchmarks/mutants.py --only near_ties --out benchmarks/mutants_near_ties.md  # models with near-ties
     python benchmarks/mutants.py --merge a.jsonl,b.jsonl               # one table from runs made apart
 
 Each model runs in its own process (fresh frameworks, a crash costs one row), two at a time on this 2-core machine.
@@ -96,10 +100,29 @@ def _realworld(library: str) -> dict[str, tuple[Callable[[], Any], Callable[[], 
             for name in REALWORLD[library]}
 
 
+def _near_ties() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    """Coverage-suite models whose correct conversion differs in scattered gradient elements on almost any inputs
+    (ReLU near-ties, rounding at the tolerance's edge): they pass only through the near-tie re-check, so their
+    mutants show whether that re-check lets a wrong gradient through."""
+
+    def keras_inception_v3() -> Any:
+        import keras
+
+        return keras.applications.InceptionV3(weights=None, input_shape=(75, 75, 3), classes=10)
+
+    def torchvision(name: str) -> Any:
+        import torchvision
+
+        return torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+
+    return {"keras_InceptionV3": (keras_inception_v3, lambda: _Randn().randn(2, 75, 75, 3)),
+            "torchvision_swin_v2_t": (lambda: torchvision("swin_v2_t"), lambda: _Randn().randn(2, 3, 32, 32))}
+
+
 GROUPS: dict[str, Callable[[], dict[str, tuple[Callable[[], Any], Callable[[], Any]]]]] = {
     "demo": _demo, "torch_convert": _torch_convert, "blocks": _blocks,
     "transformers": lambda: _realworld("transformers"), "timm": lambda: _realworld("timm"),
-    "keras_hub": lambda: _realworld("keras_hub"),
+    "keras_hub": lambda: _realworld("keras_hub"), "near_ties": _near_ties,
 }
 
 
@@ -176,6 +199,13 @@ def worker(group: str, name: str) -> None:
     from pytest_parity.frameworks.torch import TorchModel
     from pytest_parity.settings import ParitySettings
 
+    try:
+        from pytest_parity.seeding import seeded_generator
+        from pytest_parity.verdict.near_ties import check_confirming_near_ties
+    except ImportError:  # a checkout from before the verdict package (3020adf)
+        from pytest_parity.check import seeded_generator  # type: ignore[no-redef]
+        from pytest_parity.near_ties import check_confirming_near_ties  # type: ignore[no-redef]
+
     build, make_inputs = GROUPS[group]()[name]
     model = build()
     inputs = make_inputs()
@@ -228,7 +258,10 @@ def worker(group: str, name: str) -> None:
         names_it = False
         started = time.perf_counter()
         try:
-            result = run_check(model, None, inputs, ParitySettings(), "cpu", label)
+            # As the parity fixture runs a check: a failure with the near-tie signature is re-checked on moved inputs.
+            result = check_confirming_near_ties(
+                lambda attempt_inputs: run_check(model, None, attempt_inputs, ParitySettings(), "cpu", label),
+                inputs, True, seeded_generator(label, SEED, "near-ties"))
             verdict, detail = "PASS", _compared(result)
             account = getattr(result, "weight_account", None)  # absent in checkouts from before issue 13
             exact_zero = list(getattr(account, "zero_in_exact_arithmetic", ()))
