@@ -203,8 +203,9 @@ def worker(group: str, name: str) -> None:
         from pytest_parity.seeding import seeded_generator
         from pytest_parity.verdict.near_ties import check_confirming_near_ties
     except ImportError:  # a checkout from before the verdict package (3020adf)
-        from pytest_parity.check import seeded_generator  # type: ignore[no-redef]
         from pytest_parity.near_ties import check_confirming_near_ties  # type: ignore[no-redef]
+
+        from pytest_parity.check import seeded_generator  # type: ignore[no-redef]
 
     build, make_inputs = GROUPS[group]()[name]
     model = build()
