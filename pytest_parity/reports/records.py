@@ -42,6 +42,11 @@ def reason_line(entry: dict[str, Any], width: int = 160) -> str:
     return first if len(first) <= width else first[:width - 3] + "..."
 
 
+def near_ties_of(entry: dict[str, Any]) -> int:
+    """Gradient elements that differed on the given inputs only and agreed on moved ones (verdict.near_ties)."""
+    return sum(comparison.get("near_ties", 0) for comparison in (entry["grads"] or {}).values())
+
+
 def key_figures(entry: dict[str, Any]) -> dict[str, Any]:
     """The figures a CI system shows per test (JUnit XML properties): flat names, plain values."""
     grads = entry["grads"] or {}
@@ -58,6 +63,7 @@ def key_figures(entry: dict[str, Any]) -> dict[str, Any]:
         **({"refused": reason_line(entry)} if entry.get("refused") else {}),
         "grads_max_abs": worst_grad,
         "grads_failed": sum(1 for c in grads.values() if not c["passed"]),
+        **({"grads_near_ties": near_ties_of(entry)} if near_ties_of(entry) else {}),
         "weights_compared": weights_cell(entry).removeprefix("weights "),
         "speed_ratio": None if speed is None else speed["ratio"],
         **({} if speed is None else {"speed_verdict": speed.get("verdict"), "speed_clock": speed.get("clock"),
@@ -128,7 +134,7 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     for entry in records:
         worst_name, worst_figure = worst_gradient(entry)
         worst_grad = f"{figure_text(worst_figure)} ({worst_name})" if worst_name else None
-        near_ties = sum(c.get("near_ties", 0) for c in (entry["grads"] or {}).values())
+        near_ties = near_ties_of(entry)
         if worst_grad and near_ties:
             worst_grad += f" incl. {near_ties} near-tie(s)"
         speed = entry["speed"]

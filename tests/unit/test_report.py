@@ -366,5 +366,7 @@ def test_near_ties_show_in_the_summary_json_and_baseline_figure():
     assert entry["passed"] and entry["grads"]["w"]["near_ties"] == 1
     assert entry["grads"]["w"]["max_abs_without_near_ties"] < 1e-8
     assert "1.00e+00 (w) incl. 1 near-tie(s)" in report.summary_lines([entry])[1]
+    assert report.key_figures(entry)["grads_near_ties"] == 1  # a JUnit property
+    assert "grads_near_ties" not in report.key_figures(report.record("t::y", _result()))
     # The near-tie's chance size is no drift against a baseline that had none.
     assert baseline.drift(entry, {**entry, "grads": {"w": {"max_abs": 1e-8, "passed": True}}}) == []
