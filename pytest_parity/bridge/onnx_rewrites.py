@@ -156,26 +156,42 @@ def _copy_with_nodes_rerouted(model_proto: Any, new_types: dict[int, str],
     return copy
 
 
-# The op an inference BatchNormalization becomes when its statistics or affine parameters are computed at run time
-# (weight standardisation, timm's NFNets: F.batch_norm(weight, None, None, training=True) exports as ReduceMean /
-# variance nodes feeding a BatchNormalization). onnx2torch's converter hands them to F.batch_norm as running statistics,
-# which autograd refuses ("not differentiable with respect to argument 'running_mean'"); onnx2torch_batchnorm
-# registers the converter for this op.
+# The ops a normalisation becomes when onnx2torch's converter cannot keep its weights one tensor each, registered by
+# onnx2torch_normalization:
+# - an inference BatchNormalization whose statistics or affine parameters are computed at run time (weight
+#   standardisation, timm's NFNets: F.batch_norm(weight, None, None, training=True) exports as ReduceMean / variance
+#   nodes feeding a BatchNormalization): onnx2torch's converter hands them to F.batch_norm as running statistics,
+#   which autograd refuses ("not differentiable with respect to argument 'running_mean'");
+# - a BatchNormalization or InstanceNormalization whose weights other nodes read too (one nn.BatchNorm1d or
+#   nn.InstanceNorm2d applied twice): onnx2torch copies them into a module per node, and the gradient is split
+#   between the copies. As ops that take their weights as inputs, they read them through share_weights_read_twice's
+#   one Identity, like any other shared weight.
 BATCH_NORM_OF_INPUTS = "BatchNormOfInputs"
+INSTANCE_NORM_OF_INPUTS = "InstanceNormOfInputs"
 
 
-def route_batch_norms_of_computed_statistics(model_proto: Any) -> Any:
-    """The model for onnx2torch, with every inference BatchNormalization that reads a computed scale, bias, mean or
-    variance turned into a BATCH_NORM_OF_INPUTS node (same inputs and epsilon). As for the Conv routing, the given
-    model is left as it is and a copy is returned when a node changed."""
+def route_normalizations_of_computed_or_shared_weights(model_proto: Any) -> Any:
+    """The model for onnx2torch, with every inference BatchNormalization that reads a computed or shared scale, bias,
+    mean or variance turned into a BATCH_NORM_OF_INPUTS node, and every InstanceNormalization that reads a computed or
+    shared scale or bias into an INSTANCE_NORM_OF_INPUTS node (same inputs and epsilon). As for the Conv routing, the
+    given model is left as it is and a copy is returned when a node changed."""
     graph = model_proto.graph
     initializers = {initializer.name for initializer in graph.initializer}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in set(node.input):
+            readers[name] = readers.get(name, 0) + 1
 
     def training(node: Any) -> bool:
         return any(attribute.name == "training_mode" and attribute.i for attribute in node.attribute)
 
+    def not_its_own(names: Any) -> bool:
+        return any(name and (name not in initializers or readers[name] > 1) for name in names)
+
     rerouted = {index: BATCH_NORM_OF_INPUTS for index, node in _standard_nodes(graph, "BatchNormalization")
-                if not training(node) and any(name and name not in initializers for name in node.input[1:5])}
+                if not training(node) and not_its_own(node.input[1:5])}
+    rerouted.update({index: INSTANCE_NORM_OF_INPUTS for index, node in _standard_nodes(graph, "InstanceNormalization")
+                     if not_its_own(node.input[1:3])})
     # momentum only matters in training mode
     return _copy_with_nodes_rerouted(model_proto, rerouted, keep_attributes=("epsilon",))
 

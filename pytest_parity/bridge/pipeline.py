@@ -300,25 +300,6 @@ def validate_onnx_model(model_proto: Any, step: str) -> None:
 _MISSING_CONVERTER = re.compile(r"operation_type='(?P<op>[^']+)', version=(?P<version>\d+)")
 
 
-# Ops whose onnx2torch converter copies a weight initializer into a parameter of the node's own module, and that
-# nothing here reroutes (a Conv reading a shared weight is rerouted, see onnx_rewrites).
-_COPIES_ITS_WEIGHTS = {"ConvTranspose", "BatchNormalization", "InstanceNormalization"}
-
-
-def weights_copied_per_reader(model_proto: Any) -> dict[str, int]:
-    """Float weight tensors (more than one element) that several nodes read, at least one of them an op whose
-    onnx2torch converter gives each reader its own copy: name -> number of readers."""
-    names = _float_weight_names(model_proto.graph)
-    readers: dict[str, int] = {}
-    copied: set[str] = set()
-    for node in model_proto.graph.node:
-        for name in set(node.input) & names:
-            readers[name] = readers.get(name, 0) + 1
-            if node.op_type in _COPIES_ITS_WEIGHTS:
-                copied.add(name)
-    return {name: count for name, count in readers.items() if count > 1 and name in copied}
-
-
 def import_into_torch(model_proto: Any) -> ModelAdapter:
     from pytest_parity.frameworks import torch as torch_adapter
 
@@ -329,7 +310,7 @@ def import_into_torch(model_proto: Any) -> ModelAdapter:
     # weight takes it as an input (onnx2torch_conv); then its shared weight is routed through one Identity like any
     # other.
     model_proto = onnx_rewrites.route_convs_reading_shared_or_computed_weights(model_proto)
-    model_proto = onnx_rewrites.route_batch_norms_of_computed_statistics(model_proto)
+    model_proto = onnx_rewrites.route_normalizations_of_computed_or_shared_weights(model_proto)
     model_proto = onnx_rewrites.route_gather_nd_with_batch_dims(model_proto)
     share_weights_read_twice(model_proto.graph)
     onnx_rewrites.fill_omitted_clip_bounds(model_proto.graph)

@@ -262,11 +262,11 @@ def from_onnx(model_proto: Any) -> TorchModel:
     except ImportError as error:
         raise FrameworkNotInstalled("torch", "onnx2torch", error) from error
     from pytest_parity.bridge.converters import (
-        onnx2torch_batchnorm,  # noqa: F401 - registers the BatchNormalization of computed statistics
         onnx2torch_clip,  # noqa: F401 - registers the Clip of integers
         onnx2torch_comparisons,  # noqa: F401 - registers LessOrEqual and GreaterOrEqual at opset 16
         onnx2torch_conv,  # noqa: F401 - registers the Conv and ConvTranspose of a shared or computed weight
         onnx2torch_gather_nd,  # noqa: F401 - registers GatherND with batch_dims != 0
+        onnx2torch_normalization,  # noqa: F401 - registers normalisations of computed or shared weights
         onnx2torch_pooling,  # noqa: F401 - registers GlobalMaxPool
         onnx2torch_recurrent,  # registers LSTM, GRU, RNN, Loop, ReverseSequence
     )

@@ -6,6 +6,7 @@ Data flows one way and only numpy crosses between frameworks. The source is alwa
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -108,7 +109,7 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
                                                {m.source_name: m.target_name for m in grad_matches})
             near_zero = _judge_near_zero_in_float64(grads, source, target, inputs, device, source_cotangents,
                                                     grad_matches, source_input_grads, target_input_grads,
-                                                    source_weight_grads, carried)
+                                                    source_weight_grads, carried, settings.grad_atol)
             grads = near_zero.grads
         weights = _compare_transferred_weights(source_weights, target_weights, matching)
         run_s = source_run_s + time.perf_counter() - started
@@ -204,8 +205,8 @@ def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapt
                                 inputs: ModelInputs, device: str, cotangents: list[Any],
                                 grad_matches: list[WeightMatch], source_input_grads: list[np.ndarray | None] | None,
                                 target_input_grads: list[np.ndarray | None] | None,
-                                source_weight_grads: dict[str, Any] | None,
-                                carried: dict[str, np.ndarray | None]) -> float64_referee.NearZeroRejudged:
+                                source_weight_grads: dict[str, Any] | None, carried: dict[str, np.ndarray | None],
+                                grad_atol: float) -> float64_referee.NearZeroRejudged:
     """Gradients a halved target would pass are judged against their own float32 rounding, measured by a float64 run
     of the PyTorch side (the source when it is PyTorch, else the converted model): see float64_referee."""
     def run64() -> tuple[list[np.ndarray | None], dict[str, Any]] | None:
@@ -221,7 +222,8 @@ def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapt
 
     return float64_referee.judge_near_zero(grads, [input_label(inputs, name) for name in inputs.names],
                                            (source_input_grads or [], source_weight_grads or {}),
-                                           (target_input_grads or [], carried), source.framework == "torch", run64)
+                                           (target_input_grads or [], carried), source.framework == "torch", run64,
+                                           grad_atol=grad_atol)
 
 
 def _unfolded_export_failed(error: BaseException) -> str:
@@ -277,16 +279,28 @@ def _diagnose(conversion: bridge.Conversion, inputs: ModelInputs, source_outputs
 
 
 def _backward_diagnosis(result: ParityResult, conversion: bridge.Conversion) -> str | None:
-    """For a failure with the outputs agreeing: what the graph shows about the backward pass, when it shows anything."""
+    """For a failure with the outputs agreeing: what the converted model shows about the backward pass, when it shows
+    anything."""
     failing = [c.name for c in (result.grads or {}).values() if not c.passed]
     if not failing:
         return None
-    shared = bridge.weights_copied_per_reader(conversion.onnx_model)
     text = ("the outputs agree, so the forward graph was carried across faithfully; the difference is in the backward "
             "pass of the converted model")
-    if shared:
-        examples = ", ".join(f"{name!r} ({count} readers)" for name, count in list(shared.items())[:3])
-        text += (f". {len(shared)} weight tensor(s) of the ONNX graph are read by several nodes ({examples}), among "
-                 f"them a ConvTranspose or normalisation whose onnx2torch converter gives each reader its own copy, "
-                 f"which splits the weight's gradient between the copies: a likely cause")
+    copies = _tensors_holding_the_same_values(conversion.target.weights())
+    if copies:
+        examples = ", ".join(" = ".join(repr(name) for name in group[:3]) for group in copies[:2])
+        text += (f". {len(copies)} weight(s) are held by several tensors of the converted model with the same values "
+                 f"({examples}): a weight several nodes read, which the converter copied per node, so its gradient is "
+                 f"split between the copies: a likely cause")
     return text
+
+
+def _tensors_holding_the_same_values(weights: dict[str, np.ndarray]) -> list[list[str]]:
+    """Groups of the converted model's float tensors (more than one element) whose values are equal. The source's
+    weights were made distinct before the check (randomize_constant_weights), so equal tensors are copies of one."""
+    groups: dict[tuple[str, tuple[int, ...], bytes], list[str]] = {}
+    for name, value in weights.items():
+        if value.size > 1 and np.issubdtype(value.dtype, np.floating):
+            key = (str(value.dtype), value.shape, hashlib.sha256(np.ascontiguousarray(value).tobytes()).digest())
+            groups.setdefault(key, []).append(name)
+    return [names for names in groups.values() if len(names) > 1]

@@ -105,7 +105,7 @@ def _compare_runs(adapter: ModelAdapter, inputs: ModelInputs, settings: ParitySe
         near_zero = float64_referee.judge_near_zero(
             grads, [input_label(inputs, name) for name in inputs.names],
             (reference_input_grads or [], reference_weight_grads), (target_input_grads or [], target_weight_grads),
-            True, lambda: _run_in_float64(adapter, inputs, cotangents, names))
+            True, lambda: _run_in_float64(adapter, inputs, cotangents, names), grad_atol=settings.grad_atol)
         grads, zero_in_exact_arithmetic = near_zero.grads, near_zero.zero_in_exact_arithmetic
     # The same model on both devices, so every weight is followed; the account still says which gradients could be
     # compared with a tolerance a wrong value would exceed.

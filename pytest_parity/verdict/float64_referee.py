@@ -136,7 +136,8 @@ class NearZeroRejudged:
 def judge_near_zero(grads: dict[str, Comparison], input_labels: list[str],
                     source32: tuple[list[np.ndarray | None], dict[str, Any]],
                     target32: tuple[list[np.ndarray | None], dict[str, Any]], source_is_torch: bool,
-                    run64: Callable[[], tuple[list[np.ndarray | None], dict[str, Any]] | None]) -> NearZeroRejudged:
+                    run64: Callable[[], tuple[list[np.ndarray | None], dict[str, Any]] | None], *,
+                    grad_atol: float) -> NearZeroRejudged:
     """rejudge_near_zero for one check, with the float64 run made only when a comparison needs it. ``source32`` and
     ``target32``: (input gradients, weight gradients by source name), in the source's layout; ``run64``: the PyTorch
     side run in float64, its gradients given the same way (None where it cannot run). The PyTorch side is the source
@@ -150,18 +151,21 @@ def judge_near_zero(grads: dict[str, Comparison], input_labels: list[str],
     sources, targets = by_label(source32), by_label(target32)
     own64 = run64()
     return rejudge_near_zero(grads, sources, targets, sources if source_is_torch else targets,
-                             None if own64 is None else by_label(own64))
+                             None if own64 is None else by_label(own64), grad_atol=grad_atol)
 
 
 def rejudge_near_zero(grads: dict[str, Comparison], source32: dict[str, np.ndarray | None],
                       target32: dict[str, np.ndarray | None], own32: dict[str, np.ndarray | None] | None,
-                      own64: dict[str, np.ndarray | None] | None) -> NearZeroRejudged:
+                      own64: dict[str, np.ndarray | None] | None, *, grad_atol: float) -> NearZeroRejudged:
     """Every gradient comparison a halved (or zeroed) target would pass (tolerances.halved_would_pass: the rounding
-    floor decides it, not the tensor's own scale) is judged again with the
-    absolute tolerance max(SCALE_SHARE * max|source|, ROUNDING_MARGIN * max|own32 - own64|): the scale of the tensor
-    itself, or the float32 rounding one side measurably carries in it, whichever is larger; never looser than
-    before. ``source32``/``target32``: the gradients compared, in the source's layout, by comparison name;
-    ``own32``/``own64``: the same tensors of one PyTorch side in float32 and in float64 (None: no float64 run)."""
+    floor decides it, not the tensor's own scale) is judged again with the absolute tolerance
+    min(grad_atol, max(SCALE_SHARE * max|source|, ROUNDING_MARGIN * max|own32 - own64|)): the scale of the tensor
+    itself, or the float32 rounding one side measurably carries in it, whichever is larger, under the user's grad_atol
+    as every gradient tolerance is. For a gradient that vanished through the layers that is tighter than the floor;
+    for one that is zero in exact arithmetic it can be looser (its float32 noise may exceed the floor: a conv bias
+    right before an InstanceNorm, 1.4e-7 G) and it is then named as such. ``source32``/``target32``: the gradients
+    compared, in the source's layout, by comparison name; ``own32``/``own64``: the same tensors of one PyTorch side
+    in float32 and in float64 (None: no float64 run)."""
     rejudged = dict(grads)
     exact_zero: list[str] = []
     unresolved: list[str] = []
@@ -177,8 +181,7 @@ def rejudge_near_zero(grads: dict[str, Comparison], source32: dict[str, np.ndarr
             continue
         rounding = float(np.max(np.abs(np.asarray(value32, np.float64) - np.asarray(value64, np.float64)),
                                 initial=0.0))
-        atol = min(comparison.atol, max(tolerances.SCALE_SHARE * comparison.source_max_abs,
-                                        ROUNDING_MARGIN * rounding))
+        atol = min(grad_atol, max(tolerances.SCALE_SHARE * comparison.source_max_abs, ROUNDING_MARGIN * rounding))
         again = compare.compare_arrays(name, target, source, atol=atol, rtol=comparison.rtol)
         rejudged[name] = again
         if tolerances.halved_would_pass(again):

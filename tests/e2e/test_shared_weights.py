@@ -156,3 +156,49 @@ def test_linear_with_a_computed_weight_and_a_norm_applied_twice_keep_every_gradi
     result = check(WeightNormLinearAndSharedNorm(), np.random.default_rng(6).standard_normal((2, 5, 6)).astype("f4"))
     assert result.passed
     assert result.weight_account.compared == result.weight_account.total == 5
+
+
+class NormsAppliedTwice(nn.Module):
+    """One BatchNorm1d and one InstanceNorm2d, each applied twice: onnx2torch's converters copy a normalisation's
+    weights into a module per node, which split their gradient (6 of 6 elements off, by up to 1.9) before they were
+    rerouted (onnx_rewrites.route_normalizations_of_computed_or_shared_weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.instance_norm = nn.InstanceNorm2d(4, affine=True)
+        self.fc1, self.fc2 = nn.Linear(4 * 8 * 8, 6), nn.Linear(6, 6)
+        self.batch_norm = nn.BatchNorm1d(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Flattened, not averaged: the spatial mean of an InstanceNorm's output is its bias alone.
+        x = self.instance_norm(self.conv2(torch.tanh(self.instance_norm(self.conv1(x))))).flatten(1)
+        return self.head(self.batch_norm(self.fc2(torch.tanh(self.batch_norm(self.fc1(x))))))
+
+
+def test_normalizations_applied_twice_keep_one_weight_and_their_whole_gradient():
+    result = check(NormsAppliedTwice().eval(), np.random.default_rng(7).standard_normal((2, 3, 8, 8)).astype("f4"))
+    assert result.passed, result.diagnosis
+    account = result.weight_account
+    assert account.compared == account.total == 14
+    # The conv biases right before an InstanceNorm are zero in exact arithmetic (it removes per-channel constants).
+    assert account.zero_in_exact_arithmetic == ("conv1.bias", "conv2.bias")
+    for name in ("instance_norm.weight", "instance_norm.bias", "batch_norm.weight", "batch_norm.bias"):
+        assert result.grads[name].passed
+
+
+def test_a_weight_copied_per_node_is_named_by_the_diagnosis(monkeypatch):
+    # Without the reroute, onnx2torch copies the shared norm weights per node: the gradient-only failure's diagnosis
+    # finds the copies in the converted model (not a guess from op types).
+    import pytest
+
+    from pytest_parity.bridge import onnx_rewrites
+    from pytest_parity.errors import ParityError
+
+    monkeypatch.setattr(onnx_rewrites, "route_normalizations_of_computed_or_shared_weights", lambda model: model)
+    with pytest.raises(ParityError) as failure:
+        check(NormsAppliedTwice().eval(), np.random.default_rng(7).standard_normal((2, 3, 8, 8)).astype("f4"))
+    diagnosis = failure.value.result.diagnosis
+    assert "weight(s) are held by several tensors of the converted model with the same values" in diagnosis
+    assert "copied per node, so its gradient is split between the copies" in diagnosis

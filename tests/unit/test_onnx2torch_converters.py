@@ -336,7 +336,7 @@ def test_global_max_pool_agrees_with_onnxruntime_and_routes_the_gradient_to_the_
 
 def test_batch_norm_of_computed_statistics_agrees_with_onnxruntime_and_differentiates_through_them():
     from pytest_parity.bridge import onnx_rewrites
-    from pytest_parity.bridge.converters import onnx2torch_batchnorm  # noqa: F401 - registers BatchNormOfInputs
+    from pytest_parity.bridge.converters import onnx2torch_normalization  # noqa: F401 - registers BatchNormOfInputs
 
     # Weight standardisation as torch.onnx writes it: mean and variance of x computed, then an inference BN.
     nodes = [helper.make_node("ReduceMean", ["x"], ["mean4"], axes=[0, 2, 3], keepdims=0),
@@ -351,7 +351,7 @@ def test_batch_norm_of_computed_statistics_agrees_with_onnxruntime_and_different
     model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 4])],
                        [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(bias, "bias")])
-    routed = onnx_rewrites.route_batch_norms_of_computed_statistics(model)
+    routed = onnx_rewrites.route_normalizations_of_computed_or_shared_weights(model)
     assert [n.op_type for n in routed.graph.node][-1] == onnx_rewrites.BATCH_NORM_OF_INPUTS
     assert model.graph.node[-1].op_type == "BatchNormalization"  # the referee's copy is left as it is
     x = np.random.default_rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32)

@@ -163,7 +163,8 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                                                source_weight_grads or {}, carried, trainable, settings)
             near_zero = _judge_near_zero_in_float64(grads, source, target, inputs, target_inputs, layouts, plan,
                                                     device, cotangents, target_cotangents, source_input_grads,
-                                                    target_input_grads, source_weight_grads or {}, carried)
+                                                    target_input_grads, source_weight_grads or {}, carried,
+                                                    settings.grad_atol)
             grads = near_zero.grads
         run_s = time.perf_counter() - started
         speed = measure_speed_if_asked(settings, speed_gate, device, source, inputs, target, target_inputs)
@@ -204,7 +205,7 @@ def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapt
                                 plan: TransferPlan, device: str, cotangents: list[Any],
                                 target_cotangents: list[Any] | None, source_input_grads: list[Any] | None,
                                 target_input_grads: list[Any], source_weight_grads: dict[str, Any],
-                                carried: dict[str, Any]) -> float64_referee.NearZeroRejudged:
+                                carried: dict[str, Any], grad_atol: float) -> float64_referee.NearZeroRejudged:
     """As in convert mode: gradients a halved target would pass are judged against the float32 rounding a float64 run
     of the PyTorch model (source or target) shows in each of them (float64_referee)."""
     def run64() -> tuple[list[Any], dict[str, Any]] | None:
@@ -220,7 +221,8 @@ def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapt
 
     return float64_referee.judge_near_zero(grads, [input_label(inputs, name) for name in inputs.names],
                                            (source_input_grads or [], source_weight_grads),
-                                           (target_input_grads, carried), source.framework == "torch", run64)
+                                           (target_input_grads, carried), source.framework == "torch", run64,
+                                           grad_atol=grad_atol)
 
 
 def _record_source(source: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
