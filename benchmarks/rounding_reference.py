@@ -4,7 +4,8 @@ A gradient tensor whose largest element lies within twice the check's rounding f
 gradient element, tolerances.NOISE_SHARE) would pass a halved target, and below the floor a zeroed one. The check
 judges such tensors again against their own rounding: r = max|own32 - own64| of the PyTorch side (source, or else the
 converted model) run in float64,
-with the tolerance max(SCALE_SHARE * max|source|, ROUNDING_MARGIN * r) (float64_referee.rejudge_near_zero). This
+with the tolerance min(grad_atol, max(SCALE_SHARE * max|source|, ROUNDING_MARGIN * r))
+(float64_referee.rejudge_near_zero). This
 benchmark records, for every such tensor of every model, the ratio max|source32 - target32| / r that ROUNDING_MARGIN
 must cover, whether the tensor is zero in exact arithmetic (its float64 gradient within that tolerance of zero) or a
 real gradient that vanished, and whether the re-judged comparison still passes unmutated (a false failure if not).
@@ -46,8 +47,8 @@ def worker(group: str, name: str) -> None:
 
     judge = float64_referee.rejudge_near_zero
 
-    def recorded(grads: Any, source32: Any, target32: Any, own32: Any, own64: Any) -> Any:
-        outcome = judge(grads, source32, target32, own32, own64)
+    def recorded(grads: Any, source32: Any, target32: Any, own32: Any, own64: Any, **options: Any) -> Any:
+        outcome = judge(grads, source32, target32, own32, own64, **options)
         for label, comparison in grads.items():
             if not tolerances.halved_would_pass(comparison):
                 continue
