@@ -363,6 +363,34 @@ def test_batch_norm_of_computed_statistics_agrees_with_onnxruntime_and_different
     assert tensor.grad is not None and np.isfinite(tensor.grad.numpy()).all()
 
 
+@pytest.mark.parametrize("op", ["BatchNormalization", "InstanceNormalization"])
+def test_a_normalization_applied_twice_keeps_one_weight_and_agrees_with_onnxruntime(op):
+    from pytest_parity.bridge import onnx_rewrites
+    from pytest_parity.bridge.converters import onnx2torch_normalization  # noqa: F401 - registers the ops of inputs
+    from pytest_parity.bridge.pipeline import share_weights_read_twice
+
+    weights = ["scale", "bias", "mean", "var"] if op == "BatchNormalization" else ["scale", "bias"]
+    nodes = [helper.make_node(op, ["x", *weights], ["once"], epsilon=1e-3),
+             helper.make_node("Tanh", ["once"], ["squashed"]),
+             helper.make_node(op, ["squashed", *weights], ["y"], epsilon=1e-3)]
+    rng = np.random.default_rng(6)
+    values = {"scale": rng.uniform(0.5, 1.5, 3), "bias": rng.uniform(-1, 1, 3), "mean": rng.uniform(-1, 1, 3),
+              "var": rng.uniform(0.5, 1.5, 3)}
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 4])],
+                       [numpy_helper.from_array(values[name].astype(np.float32), name) for name in weights])
+    routed = onnx_rewrites.route_normalizations_of_computed_or_shared_weights(model)
+    assert {n.op_type for n in routed.graph.node} - {"Tanh"} == {
+        onnx_rewrites.BATCH_NORM_OF_INPUTS if op == "BatchNormalization" else onnx_rewrites.INSTANCE_NORM_OF_INPUTS}
+    share_weights_read_twice(routed.graph)
+    module = convert(routed)
+    scales = [t for _, t in [*module.named_parameters(), *module.named_buffers()] if t.shape == (3,)]
+    assert len(scales) == len(weights)  # one tensor per weight, not one per node
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    output = module(torch.from_numpy(x))
+    np.testing.assert_allclose(output.detach().numpy(), run_onnxruntime(model, {"x": x})[0], atol=1e-5)
+
+
 # -- GatherND with batch_dims != 0 -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch_dims, data_shape, indices_shape", [
