@@ -53,11 +53,13 @@ TORCHVISION_CASES = [
     for name in TORCHVISION_MODELS]
 
 
-# Untrained (weights=None), EfficientNetV2L's activations explode: its logits reach 5.8e4 before any randomized weight,
-# the gradients through them 1e23, and TensorFlow and onnxruntime running the same export differ by 2.4e4 in them
-# (measured at 32x32, batch 2). With its softmax head every output is exactly 0 or 1 and every gradient exactly
-# zero, so the check refuses: there is nothing a conversion could be judged on at this initialisation.
-SATURATED_AT_INIT = {"EfficientNetV2L"}
+# Untrained (weights=None), EfficientNetV2L's and EfficientNetV2M's activations explode at these tests' seeds (the
+# frameworks are seeded per test): their logits reach 5.8e4 (L) and 3.4e2 (M) before any randomized weight, the
+# gradients through them 1e23 (L) and 2e6 (M), and TensorFlow and onnxruntime running the same export differ in the
+# logits by 2.4e4 (L) and 7.5 (M) (measured at 32x32, batch 2). With the softmax head every output is exactly 0 or 1
+# and every gradient exactly zero, so the check refuses: there is nothing a conversion could be judged on at this
+# initialisation. (Before that refusal existed EfficientNetV2M passed, comparing nothing but zeros.)
+SATURATED_AT_INIT = {"EfficientNetV2L", "EfficientNetV2M"}
 
 
 @pytest.mark.coverage
