@@ -368,5 +368,9 @@ def test_near_ties_show_in_the_summary_json_and_baseline_figure():
     assert "1.00e+00 (w) incl. 1 near-tie(s)" in report.summary_lines([entry])[1]
     assert report.key_figures(entry)["grads_near_ties"] == 1  # a JUnit property
     assert "grads_near_ties" not in report.key_figures(report.record("t::y", _result()))
+    from pytest_parity.reports.html import render
+
+    page = render({"version": 1, "created": "now", "environment": {}, "results": [entry]})
+    assert "1 element(s) of 1 agreed on moved inputs only: near-ties, see the notes" in page
     # The near-tie's chance size is no drift against a baseline that had none.
     assert baseline.drift(entry, {**entry, "grads": {"w": {"max_abs": 1e-8, "passed": True}}}) == []
