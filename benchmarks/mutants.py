@@ -10,7 +10,7 @@ mutant of the converted model, one mutant at a time:
 - ``drop bias``: one bias of the target is zeroed (models without a bias have no such mutant).
 
 Each check runs as the parity fixture runs it, with the near-tie re-check (verdict.near_ties). The ``near_ties`` group
-holds models whose correct conversion passes only through that re-check, to show it lets no mutant through.
+holds models whose correct conversion can meet near-ties (see _near_ties).
 
 The mutants are placed from outside the package, so that any checkout can be measured the same way: the weight is
 found in the converted module (the fx GraphModule onnx2torch returns) by its values (the same multiset of values as the
@@ -101,9 +101,10 @@ def _realworld(library: str) -> dict[str, tuple[Callable[[], Any], Callable[[], 
 
 
 def _near_ties() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
-    """Coverage-suite models whose correct conversion differs in scattered gradient elements on almost any inputs
-    (ReLU near-ties, rounding at the tolerance's edge): they pass only through the near-tie re-check, so their
-    mutants show whether that re-check lets a wrong gradient through."""
+    """Coverage-suite models whose correct conversion can differ in scattered gradient elements (ReLU near-ties,
+    rounding at the tolerance's edge), so that a check may pass only through the near-tie re-check. Whether it does
+    depends on the seed: at this benchmark's seeds (at e57d5af) neither met one, and both passed on the first try.
+    tests/e2e/test_near_tie_recheck.py shows a mutant next to a real tie, deterministically."""
 
     def keras_inception_v3() -> Any:
         import keras
