@@ -6,6 +6,7 @@ the code they serve.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # Slice's "to the end" for an axis with nothing to crop at its end.
@@ -117,17 +118,22 @@ def route_convs_reading_shared_or_computed_weights(model_proto: Any) -> Any:
     (CONV_TRANSPOSE_OF_INPUT_WEIGHT) node. The given model is left as it is (onnxruntime, the referee, runs it and knows
     no such op); a copy is returned when a node changed."""
     graph = model_proto.graph
+    not_its_own = _shared_or_computed(graph)
+    new_types = {index: routed for op_type, routed in (("Conv", CONV_OF_INPUT_WEIGHT),
+                                                       ("ConvTranspose", CONV_TRANSPOSE_OF_INPUT_WEIGHT))
+                 for index, node in _standard_nodes(graph, op_type) if not_its_own(node.input[1:3])}
+    return _copy_with_nodes_rerouted(model_proto, new_types)
+
+
+def _shared_or_computed(graph: Any) -> Callable[[Any], bool]:
+    """A test of a node's weight inputs: does any of them have no initializer (computed at run time), or an
+    initializer that other nodes read too? Either way onnx2torch's converter could not keep it one tensor."""
     initializers = {initializer.name for initializer in graph.initializer}
     readers: dict[str, int] = {}
     for node in graph.node:
         for name in set(node.input):
             readers[name] = readers.get(name, 0) + 1
-
-    new_types = {index: routed for op_type, routed in (("Conv", CONV_OF_INPUT_WEIGHT),
-                                                       ("ConvTranspose", CONV_TRANSPOSE_OF_INPUT_WEIGHT))
-                 for index, node in _standard_nodes(graph, op_type)
-                 if any(name and (name not in initializers or readers[name] > 1) for name in node.input[1:3])}
-    return _copy_with_nodes_rerouted(model_proto, new_types)
+    return lambda names: any(name and (name not in initializers or readers[name] > 1) for name in names)
 
 
 def _standard_nodes(graph: Any, op_type: str) -> list[tuple[int, Any]]:
@@ -176,17 +182,10 @@ def route_normalizations_of_computed_or_shared_weights(model_proto: Any) -> Any:
     shared scale or bias into an INSTANCE_NORM_OF_INPUTS node (same inputs and epsilon). As for the Conv routing, the
     given model is left as it is and a copy is returned when a node changed."""
     graph = model_proto.graph
-    initializers = {initializer.name for initializer in graph.initializer}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in set(node.input):
-            readers[name] = readers.get(name, 0) + 1
+    not_its_own = _shared_or_computed(graph)
 
     def training(node: Any) -> bool:
         return any(attribute.name == "training_mode" and attribute.i for attribute in node.attribute)
-
-    def not_its_own(names: Any) -> bool:
-        return any(name and (name not in initializers or readers[name] > 1) for name in names)
 
     rerouted = {index: BATCH_NORM_OF_INPUTS for index, node in _standard_nodes(graph, "BatchNormalization")
                 if not training(node) and not_its_own(node.input[1:5])}

@@ -32,12 +32,16 @@ from pytest_parity.bridge.onnx_rewrites import (
 )
 
 
-class OnnxBatchNormOfInputs(nn.Module, OnnxToTorchModule):
-    """ONNX BatchNormalization (inference): (x - mean) / sqrt(var + epsilon) * scale + bias, per channel (axis 1)."""
+class _NormalizationOfInputs(nn.Module, OnnxToTorchModule):
+    """A normalisation node's module: its epsilon is its only state; the weights arrive as inputs."""
 
     def __init__(self, epsilon: float) -> None:
         super().__init__()
         self.epsilon = epsilon
+
+
+class OnnxBatchNormOfInputs(_NormalizationOfInputs):
+    """ONNX BatchNormalization (inference): (x - mean) / sqrt(var + epsilon) * scale + bias, per channel (axis 1)."""
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
                 var: torch.Tensor) -> torch.Tensor:
@@ -46,12 +50,8 @@ class OnnxBatchNormOfInputs(nn.Module, OnnxToTorchModule):
         return (x - mean.reshape(shape)) * inverse * scale.reshape(shape) + bias.reshape(shape)
 
 
-class OnnxInstanceNormOfInputs(nn.Module, OnnxToTorchModule):
+class OnnxInstanceNormOfInputs(_NormalizationOfInputs):
     """ONNX InstanceNormalization: each (example, channel) normalised over its spatial axes, then scale and bias."""
-
-    def __init__(self, epsilon: float) -> None:
-        super().__init__()
-        self.epsilon = epsilon
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return functional.instance_norm(x, weight=scale, bias=bias, eps=self.epsilon)
@@ -60,12 +60,15 @@ class OnnxInstanceNormOfInputs(nn.Module, OnnxToTorchModule):
 @add_converter(operation_type=BATCH_NORM_OF_INPUTS, version=CONV_OF_INPUT_WEIGHT_VERSION,
                domain=CONV_OF_INPUT_WEIGHT_DOMAIN)
 def _convert_batch_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    module = OnnxBatchNormOfInputs(float(node.attributes.get("epsilon", 1e-5)))
-    return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
+    return _converted(OnnxBatchNormOfInputs, node)
 
 
 @add_converter(operation_type=INSTANCE_NORM_OF_INPUTS, version=CONV_OF_INPUT_WEIGHT_VERSION,
                domain=CONV_OF_INPUT_WEIGHT_DOMAIN)
 def _convert_instance_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    module = OnnxInstanceNormOfInputs(float(node.attributes.get("epsilon", 1e-5)))
+    return _converted(OnnxInstanceNormOfInputs, node)
+
+
+def _converted(module_class: type[_NormalizationOfInputs], node: OnnxNode) -> OperationConverterResult:
+    module = module_class(float(node.attributes.get("epsilon", 1e-5)))
     return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
