@@ -261,3 +261,25 @@ def test_a_source_whose_every_gradient_is_zero_is_refused_unless_none_exists():
         refuse_if_every_gradient_is_zero([np.zeros(3)], {"w": np.zeros(2)}, one_hot, "m")
     refuse_if_every_gradient_is_zero([np.zeros(3)], {"w": np.r_[0.0, 1e-30]}, one_hot, "m")  # one non-zero suffices
     refuse_if_every_gradient_is_zero([None], {"w": None}, one_hot, "m")  # argmax ids: no gradient exists at all
+
+
+def test_the_float32_rounding_hint_allows_one_float32_step_where_the_measured_own_error_is_below_it():
+    """Two float32 runs differ by whole float32 steps; the source's error against float64 can be a fraction of one.
+    A one-step difference at values near 8 (9.5e-7) with an own error of 3.8e-7 is rounding; ten steps are not."""
+    from pytest_parity.verdict.float64_referee import Float32Error
+    from pytest_parity.verdict.messages import float32_rounding_hint
+
+    source = np.float32(8.5) + np.linspace(0, 1, 16, dtype=np.float32)
+    step = float(np.spacing(np.float32(9.5)))
+    agreeing = compare_trees([np.ones(4)], [np.ones(4)], atol=1e-5, rtol=1e-4)
+    own = Float32Error({"norm/bias": 3.8e-7}, outside_tolerance=16, total=16)
+
+    def result_differing_by(steps: int) -> ParityResult:
+        target = source.copy()
+        target[3] += np.float32(steps * step)
+        grads = {"norm/bias": compare_arrays("norm/bias", target, source, atol=1e-12, rtol=0.0)}
+        return ParityResult(route=ROUTE, device="cpu", outputs=agreeing, grads=grads)
+
+    one_step = float32_rounding_hint(result_differing_by(1), own)
+    assert one_step is not None and "differs from its float32 run by up to 3.8e-07 in 'norm/bias'" in one_step
+    assert float32_rounding_hint(result_differing_by(10), own) is None
