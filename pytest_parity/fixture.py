@@ -55,6 +55,9 @@ class ParityFixture:
         rtol, grad, grad_atol, grad_rtol, seed, randomize_constant_weights.
     randn(*shape) -> numpy.ndarray
         Seeded float32 standard-normal array: the same values for the same test and seed on every machine.
+    randint(low, high, shape) -> numpy.ndarray
+        Seeded int64 array uniform over [low, high) (token ids, class labels), seeded like randn from a stream of its
+        own: the same values for the same test and seed on every machine, and mixing it with randn changes neither.
     device
         "cpu" or "cuda": the device this run of the test checks on (the test is parametrized over devices).
     settings
@@ -89,6 +92,34 @@ class ParityFixture:
             raise ParityUsageError(f"parity.randn{sizes!r}: the shape must be non-negative integers, for example "
                                    f"parity.randn(8, 32, 32, 3)")
         return self._input_generator.standard_normal(tuple(int(size) for size in sizes)).astype(np.float32)
+
+    def randint(self, low: Any, high: Any, shape: Any) -> np.ndarray:
+        __tracebackhide__ = True
+        call = f"parity.randint({low!r}, {high!r}, {shape!r})"
+        if not all(isinstance(bound, (int, np.integer)) and not isinstance(bound, bool) for bound in (low, high)):
+            raise ParityUsageError(f"{call}: low and high must be integers (the values drawn are low <= v < high), for "
+                                   f"example parity.randint(0, 1000, (2, 16)) for token ids of a 1000-word vocabulary")
+        if low == high:
+            raise ParityUsageError(f"{call}: low == high leaves no value to draw (high is excluded): for the constant "
+                                   f"{low} write parity.randint({low}, {int(low) + 1}, {shape!r})")
+        if low > high:
+            raise ParityUsageError(f"{call}: low must be less than high (high is excluded); swap them: "
+                                   f"parity.randint({high!r}, {low!r}, {shape!r})")
+        if low < -2**63 or high > 2**63:
+            raise ParityUsageError(f"{call}: the values are int64, so low and high must lie within -2**63 .. 2**63")
+        sizes = ((shape,) if isinstance(shape, (int, np.integer))
+                 else tuple(shape) if isinstance(shape, (tuple, list)) else None)
+        if sizes is None or not all(isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size >= 0
+                                    for size in sizes):
+            raise ParityUsageError(f"{call}: the shape must be a non-negative integer or a tuple of them, for example "
+                                   f"parity.randint(0, 1000, (2, 16))")
+        if "_integer_generator" not in self.__dict__:
+            from pytest_parity.seeding import seeded_generator
+
+            # A stream of its own: adding a randint call leaves every randn value of the test as it was.
+            self._integer_generator = seeded_generator(self._seed_key, self.settings.seed, "integer-inputs")
+        return self._integer_generator.integers(int(low), int(high), tuple(int(size) for size in sizes),
+                                                dtype=np.int64, endpoint=False)
 
     def check(self, source: Any, target: Any = None, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True

@@ -310,7 +310,8 @@ def parity(request: pytest.FixtureRequest) -> Iterator[ParityFixture]:
     ("cpu" or "cuda"; the test is parametrized over devices, cuda skipped when no GPU is visible) and fails with a
     ParityError naming each output, gradient or transferred weight that differs, by how much, where, and what was
     allowed. Tolerances and options come from @pytest.mark.parity(...) and can be overridden per call with the same
-    names. parity.randn(*shape) gives seeded float32 inputs, identical for the same test and seed on every machine.
+    names. parity.randn(*shape) gives seeded float32 inputs, identical for the same test and seed on every machine;
+    parity.randint(low, high, shape) seeded int64 ones in [low, high) (token ids, labels), from a stream of their own.
     """
     from pytest_parity.fixture import make_fixture
     from pytest_parity.seeding import stop_seeding
