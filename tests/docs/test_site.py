@@ -4,7 +4,7 @@ the page it points to), the pages that carry code examples must show them, and t
 row of the benchmark files they come from. Nothing may be fetched from outside localhost.
 
     python3 -m tox -e docs                                          # builds the site, then runs this
-    python3 -m pytest -m docs tests/docs                            # against build/site (PARITY_DOCS_SITE=... elsewhere)
+    python3 -m pytest -m docs tests/docs      # against build/site (PARITY_DOCS_SITE=... for another)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Crawl:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
