@@ -48,6 +48,13 @@ class ParityFixture:
         both on ``inputs`` on ``device``, and compare outputs and gradients (vector-Jacobian products with a seeded
         random cotangent, with respect to every input and weight). Raises ParityError naming every tensor that
         differs. ``overrides`` take the marker's argument names (atol, rtol, grad, grad_atol, grad_rtol, speed, ...).
+    check_training(source, target, *, batches, loss, optimizer, steps=None, train_step=None, **overrides)
+        -> ParityResult
+        Train ``source`` and its port ``target`` (the other framework) from the same weights, step by step, with
+        the user's own optimizers and losses (pairs: source's, target's) on ``batches`` (a list of (inputs, labels)
+        numpy pairs), the same Dropout masks on both sides; compare the configurations (optimizer, BatchNorm,
+        Dropout, loss, trainability) and, after every step, the loss, every weight and statistic and each update.
+        Raises ParityError naming the first step and tensor that diverge and the likely cause.
     check_across_devices(model, *, inputs, **overrides) -> ParityResult
         Run one model (Keras, tf.Module or torch.nn.Module) on the CPU, the reference, and on cuda in the same
         framework, with the same inputs, weights and cotangent, and compare outputs and gradients: is the model
@@ -175,6 +182,19 @@ class ParityFixture:
 
         warnings.warn(ParitySpeedWarning(text), stacklevel=3)
         return result
+
+    def check_training(self, source: Any, target: Any = None, *, batches: Any, loss: Any, optimizer: Any,
+                       steps: int | None = None, train_step: Any = None, **overrides: Any) -> ParityResult:
+        __tracebackhide__ = True
+        from pytest_parity.check import run_training_check
+
+        def run() -> ParityResult:
+            effective = replace(settings.with_overrides(self.settings, overrides), speed=None)
+            return run_training_check(source, target, batches=batches, loss=loss, optimizer=optimizer, steps=steps,
+                                      train_step=train_step, settings=effective, device=self.device,
+                                      seed_key=self._seed_key)
+
+        return self._run_and_record(run, _intended_route(source, target, overrides).replace("port:", "training:"))
 
     def check_across_devices(self, model: Any, *, inputs: Any, **overrides: Any) -> ParityResult:
         __tracebackhide__ = True

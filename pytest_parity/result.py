@@ -235,6 +235,73 @@ class WeightAccount:
                 "zero_in_exact_arithmetic": list(self.zero_in_exact_arithmetic)}
 
 
+@dataclass(frozen=True)
+class TrainingStep:
+    """One training step of a training check, both models from the same start: the loss each computed, and every
+    carried weight and statistic after the update compared (values, and the update itself at its own scale)."""
+
+    step: int  # 1-based
+    source_loss: float
+    target_loss: float
+    loss: Comparison
+    # Tensor name (the source's, with the target's in ``ParityResult.weight_names``) -> comparison after the update.
+    weights: dict[str, Comparison]
+    # The same tensors' updates (value after the step minus before), each compared at the scale of the source's update.
+    updates: dict[str, Comparison]
+
+    @property
+    def passed(self) -> bool:
+        return (self.loss.passed and all(c.passed for c in self.weights.values())
+                and all(c.passed for c in self.updates.values()))
+
+    @property
+    def worst_weight(self) -> Comparison | None:
+        return max(self.weights.values(), key=lambda c: (not c.passed, c.max_abs), default=None)
+
+    @property
+    def worst_update(self) -> Comparison | None:
+        return max(self.updates.values(), key=lambda c: (not c.passed, c.max_abs / max(c.atol, 1e-300)),
+                   default=None)
+
+    def failures(self) -> list[Comparison]:
+        return [c for c in (self.loss, *self.weights.values(), *self.updates.values()) if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        worst_weight, worst_update = self.worst_weight, self.worst_update
+        return {"step": self.step, "passed": self.passed,
+                "source_loss": _json_float(self.source_loss), "target_loss": _json_float(self.target_loss),
+                "loss": self.loss.to_dict(),
+                "worst_weight": None if worst_weight is None else {"name": worst_weight.name,
+                                                                    **worst_weight.to_dict()},
+                "worst_update": None if worst_update is None else {"name": worst_update.name,
+                                                                    **worst_update.to_dict()},
+                "failing": [c.name for c in self.failures()]}
+
+
+@dataclass(frozen=True)
+class TrainingFigures:
+    """What a training check compared: its configuration diff, and every step."""
+
+    steps: list[TrainingStep]
+    # Configuration differences found before any step (optimizer hyperparameters, BatchNormalization conventions,
+    # Dropout rates, loss settings, trainability), each a sentence naming both values and the equivalent to use.
+    # Any entry fails the check, even where the steps taken cannot show it yet.
+    configuration: list[str] = field(default_factory=list)
+    # The first step and tensor that diverged, with the likely cause where it is a known convention; None on a pass.
+    first_divergence: str | None = None
+    # How many tensors each step compared (weights and statistics carried across).
+    tensors: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.configuration and all(step.passed for step in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "configuration": list(self.configuration),
+                "first_divergence": self.first_divergence, "tensors": self.tensors,
+                "steps": [step.to_dict() for step in self.steps]}
+
+
 @dataclass
 class ParityResult:
     """The outcome of one ``parity.check``; see the public contract in the README."""
@@ -275,6 +342,8 @@ class ParityResult:
     notes: list[str] = field(default_factory=list)
     # Against --parity-baseline: what got worse than the baseline allows (empty: no drift, or no baseline).
     drift: list[str] = field(default_factory=list)
+    # A training check (parity.check_training): per-step figures; None for a forward/backward check.
+    training: TrainingFigures | None = None
 
     @property
     def passed(self) -> bool:
@@ -284,6 +353,7 @@ class ParityResult:
             and all(c.passed for c in self.weights.values())
             and (self.weight_account is None or not self.weight_account.uncompared)
             and (self.speed is None or self.speed.passed)
+            and (self.training is None or self.training.passed)
             and not self.drift
         )
 
@@ -313,6 +383,7 @@ class ParityResult:
             "layers": [dict(row) for row in self.layers],
             "notes": list(self.notes),
             "drift": list(self.drift),
+            **({"training": self.training.to_dict()} if self.training is not None else {}),
         }
 
 

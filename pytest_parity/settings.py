@@ -35,6 +35,9 @@ class ParitySettings:
     # Default gradient tolerances: see benchmarks/gradient_tolerances.py for the measurements behind them.
     grad_atol: float = 1e-4
     grad_rtol: float = 1e-3
+    # Training checks: each weight's update is compared within this share of the source's largest update of that
+    # tensor (its own scale; benchmarks/training_tolerances.py measures correct ports and the smallest mutants).
+    update_rtol: float = 1e-3
     # Largest allowed target/source time ratio; None: speed is not measured.
     speed: float | None = None
     # What speed times: "forward" (inference) or "forward_backward" (forward plus the vector-Jacobian product).
@@ -89,7 +92,7 @@ def _check_devices(value: Any) -> tuple[str, ...]:
 
 
 def _check_value(name: str, value: Any) -> Any:
-    if name in ("atol", "rtol", "grad_atol", "grad_rtol"):
+    if name in ("atol", "rtol", "grad_atol", "grad_rtol", "update_rtol"):
         return _check_tolerance(name, value)
     if name == "devices":
         return _check_devices(value)

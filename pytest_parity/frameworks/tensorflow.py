@@ -138,8 +138,16 @@ class TensorFlowModel:
         return str(shape)
 
     # -- running ----------------------------------------------------------------------------------------------
+    def variables(self) -> dict[str, Any]:
+        """The model's variables by the names the check uses (training reads their regularizers)."""
+        return dict(self._variables)
+
+    def call(self, inputs: ModelInputs, tensors: Sequence[Any], *, training: bool = False) -> Any:
+        """The model on ``tensors``, in training mode when asked (a training check's steps)."""
+        return self._call(inputs, tensors, training=training)
+
     def _call(self, inputs: ModelInputs, tensors: Sequence[Any],
-              weights: tuple[list[Any], list[Any]] | None = None) -> Any:
+              weights: tuple[list[Any], list[Any]] | None = None, *, training: bool = False) -> Any:
         """The model on ``tensors``; with ``weights`` (trainable, non-trainable values, in the model's variable order)
         a Keras model computes with those values instead of its variables (Keras' stateless_call)."""
         if inputs.kind == "single":
@@ -152,10 +160,10 @@ class TensorFlowModel:
         else:
             args = tuple(tensors)
         if weights is not None:
-            outputs, _ = self.model.stateless_call(weights[0], weights[1], *args, training=False)
+            outputs, _ = self.model.stateless_call(weights[0], weights[1], *args, training=training)
             return outputs
         if self.is_keras:
-            return self.model(*args, training=False)
+            return self.model(*args, training=training)
         return self.model(*args)
 
     def _sorted_tree(self, tree: Any) -> Any:

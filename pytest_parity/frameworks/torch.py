@@ -113,6 +113,10 @@ class TorchModel:
     def expected_input_count(self) -> int | None:
         return None
 
+    def arguments(self, inputs: ModelInputs, tensors: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """How the module takes ``tensors``: by keyword for named inputs, else positionally."""
+        return self._arguments(inputs, tensors)
+
     def _arguments(self, inputs: ModelInputs, tensors: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if inputs.kind == "named" and not self.positional_inputs:
             return (), dict(zip(inputs.names, tensors))

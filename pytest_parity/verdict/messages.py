@@ -152,3 +152,30 @@ def subgradient_hint(result: ParityResult) -> str | None:
             f"typical of a near-tie at a non-differentiable point (a max-pool window holding two near-equal values, a "
             f"ReLU input within rounding of 0), where each framework picks a different subgradient; a wrong layer "
             f"changes most elements. Check with another seed= or other inputs: a near-tie moves, a defect stays.")
+
+
+def training_failure_message(result: ParityResult, source_description: str, target_description: str) -> str:
+    """A failed training check: the configuration differences, the first divergence, then the steps that failed."""
+    figures = result.training
+    assert figures is not None
+    lines = [f"training parity failed: {result.route} on {result.device} ({source_description} vs "
+             f"{target_description}), {len(figures.steps)} step(s), {figures.tensors} tensor(s) compared per step"]
+    if figures.configuration:
+        lines.append(f"configuration: {len(figures.configuration)} difference(s) (each fails the check, even where the "
+                     f"steps taken cannot show it yet):")
+        lines.extend(f"  - {entry}" for entry in figures.configuration)
+    if figures.first_divergence:
+        lines.append(f"first divergence: {figures.first_divergence}")
+    lines.append("losses (source / target): " + ", ".join(
+        f"{step.step}: {step.source_loss:.6g} / {step.target_loss:.6g}" for step in figures.steps))
+    failing_steps = [step for step in figures.steps if not step.passed]
+    for step in failing_steps[:2]:
+        comparisons = [step.loss, *step.weights.values(), *step.updates.values()]
+        lines += _section(f"step {step.step}", "weight", comparisons, result.weight_names)
+    if len(failing_steps) > 2:
+        lines.append(f"... and {len(failing_steps) - 2} later failing step(s): "
+                     + ", ".join(str(step.step) for step in failing_steps[2:]))
+    if result.weight_account is not None:
+        lines += uncompared_section(result.weight_account, MAX_LISTED_FAILURES)
+    lines.extend(f"note: {note}" for note in result.notes)
+    return "\n".join(lines)

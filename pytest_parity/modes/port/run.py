@@ -54,8 +54,8 @@ def _record(adapter: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStr
     return torch_layers.record(adapter, inputs, device)
 
 
-def _for_target(inputs: ModelInputs, layouts: LayoutPair | None,
-                input_names: tuple[tuple[str, str], ...] | None) -> ModelInputs:
+def target_inputs_of(inputs: ModelInputs, layouts: LayoutPair | None,
+                     input_names: tuple[tuple[str, str], ...] | None) -> ModelInputs:
     """The inputs as the target takes them: in its layout, under its names."""
     renamed = io_names.target_inputs(inputs, input_names)
     if layouts is None:
@@ -91,7 +91,7 @@ def run_port(source_model: Any, target_model: Any, source_framework: str, target
     originals: list[tuple[ModelAdapter, dict[str, np.ndarray]]] = []
     try:
         inputs = prepare_source(source, inputs, device)
-        _build_target(target, _for_target(inputs, layouts, settings.input_names), device)
+        _build_target(target, target_inputs_of(inputs, layouts, settings.input_names), device)
         originals = [(source, source.weights()), (target, target.weights())]
         if settings.randomize_constant_weights:
             randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
@@ -112,18 +112,12 @@ def _other(framework: str) -> str:
 
 def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layouts: LayoutPair | None,
            settings: ParitySettings, device: str, seed_key: str, speed_gate: bool) -> ParityResult:
-    target_inputs = _for_target(inputs, layouts, settings.input_names)
+    target_inputs = target_inputs_of(inputs, layouts, settings.input_names)
     output_names = io_names.OutputNames(settings.output_names) if settings.output_names else None
     with devices.exact_float32({source.framework, target.framework}, device):
         started = time.perf_counter()
         source_values = source.weights()
-        source_structure = _record_source(source, inputs, device)
-        target_structure = _record_target(target, target_inputs, device)
-        plan = plan_transfer(source_structure, target_structure, source_values, target.weights(),
-                             source.description, target.description)
-        target.assign_weights(plan.transfer(source_values))
-        settle_flatten_orders(plan, source_structure, target_structure, source_values,
-                              lambda: _record_target(target, target_inputs, device), target.assign_weights)
+        plan, source_structure = carry_weights(source, target, inputs, target_inputs, device)
         conversion_s = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -198,6 +192,21 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                     plan, grads, source_weight_grads or {}, carried, settings.grad_atol, settings.grad_rtol)
             raise ParityError(failure_message(result, source.description, target.description), result)
     return result
+
+
+def carry_weights(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, target_inputs: ModelInputs,
+                  device: str) -> tuple[TransferPlan, ModelStructure]:
+    """Record both models on the inputs, pair their layers and write the source's weights into the target (flatten
+    orders settled from the recorded activations). The plan and the source's recorded structure come back."""
+    source_values = source.weights()
+    source_structure = _record_source(source, inputs, device)
+    target_structure = _record_target(target, target_inputs, device)
+    plan = plan_transfer(source_structure, target_structure, source_values, target.weights(),
+                         source.description, target.description)
+    target.assign_weights(plan.transfer(source_values))
+    settle_flatten_orders(plan, source_structure, target_structure, source_values,
+                          lambda: _record_target(target, target_inputs, device), target.assign_weights)
+    return plan, source_structure
 
 
 def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapter, target: ModelAdapter,
