@@ -90,7 +90,8 @@ def _as_target(noise: np.ndarray, source_shape: tuple[int, ...], target_shape: t
     if not fitting:
         raise ParityUsageError(
             f"dropout call {index + 1}: the source drops elements of a tensor of shape {list(source_shape)}, "
-            f"the target of one of shape {list(target_shape)}: the Dropout layers sit at different places in the two models")
+            f"the target of one of shape {list(target_shape)}: the Dropout layers sit at different places in the "
+            f"two models")
     for name, moved in fitting:
         if name == channel_move:
             return np.ascontiguousarray(moved)

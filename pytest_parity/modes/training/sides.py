@@ -101,7 +101,8 @@ class KerasSide:
             self.optimizer = type(optimizer).from_config(optimizer.get_config())
         except Exception as error:
             raise ParityUsageError(f"optimizer= for the {role}: {type(optimizer).__name__} could not be "
-                                   f"copied from its get_config() ({error_summary(error)}); pass an optimizer built from a config") \
+                                   f"copied from its get_config() ({error_summary(error)}); pass an optimizer built "
+                                   f"from a config") \
                 from None
         self.loss = loss
         self.train_step = train_step
