@@ -24,7 +24,7 @@ CORE = {f"{P}.{name}" for name in ("errors", "result", "settings", "session", "s
 # The adapters export and import their own framework's side through these bridge modules, which import no adapter.
 ADAPTER_STEPS = (f"{P}.bridge.tf_export", f"{P}.bridge.torch_export", f"{P}.bridge.opset_down",
                  f"{P}.bridge.onnx_rewrites", f"{P}.bridge.converters")
-MODES = (f"{P}.modes.convert", f"{P}.modes.port", f"{P}.modes.cross_device")
+MODES = (f"{P}.modes.convert", f"{P}.modes.port", f"{P}.modes.cross_device", f"{P}.modes.training")
 
 
 def _within(name: str, prefixes: tuple[str, ...] | set[str]) -> bool:
@@ -50,7 +50,9 @@ def allowed(importer: str, imported: str) -> bool:
         return _within(imported, (f"{P}.reports",))
     if _within(importer, (f"{P}.modes",)):
         own = next((m for m in MODES if _within(importer, (m,))), None)
-        other_modes = tuple(m for m in MODES if m != own)
+        # A training check trains a port: it builds on port mode's pairing (the one exception, ARCHITECTURE.md).
+        other_modes = tuple(m for m in MODES
+                            if m != own and not (own == f"{P}.modes.training" and m == f"{P}.modes.port"))
         return not _within(imported, (*other_modes, f"{P}.reports", f"{P}.check", f"{P}.fixture", f"{P}.plugin"))
     if importer == f"{P}.check":
         return not _within(imported, (f"{P}.reports", f"{P}.fixture", f"{P}.plugin"))
@@ -72,6 +74,9 @@ def test_each_folder_imports_only_the_layers_below_it():
 @pytest.mark.parametrize("importer, imported, expected", [
     (f"{P}.modes.convert", f"{P}.modes.port.run", False),  # a mode never imports another
     (f"{P}.modes.port.run", f"{P}.modes.steps", True),
+    (f"{P}.modes.training.run", f"{P}.modes.port.run", True),  # training builds on port mode's pairing
+    (f"{P}.modes.port.run", f"{P}.modes.training.run", False),
+    (f"{P}.modes.training.run", f"{P}.modes.convert", False),
     (f"{P}.verdict.compare", f"{P}.bridge.pipeline", False),
     (f"{P}.frameworks.torch", f"{P}.bridge.pipeline", False),
     (f"{P}.bridge.torch_export", f"{P}.frameworks.torch", False),

@@ -182,7 +182,7 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
     run_s = time.perf_counter() - started
 
     configuration_found += masks.rate_differences() + value_differences
-    if not keras_side.known_algorithm():
+    if keras_side.optimizer_settings().kind not in configuration.SAME_ALGORITHM:
         notes.append(f"no static mapping for the {keras_role}'s optimizer ({keras_side.optimizer_settings().kind}): "
                      f"its settings were compared by the steps alone")
     source_names = [names.get(name, name) for name in order]

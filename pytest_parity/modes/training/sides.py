@@ -59,7 +59,6 @@ class TrainingSide(Protocol):
     def l2_regularizers(self) -> dict[str, float]: ...
     def custom_step(self) -> bool: ...
     def used_settings(self, step: int) -> OptimizerSettings: ...
-    def known_algorithm(self) -> bool: ...
     def decoupled_decay(self) -> dict[str, float]: ...
     def weight_decay_of(self) -> dict[str, float]: ...
     def trainable_in_optimizer(self) -> set[str]: ...
@@ -111,11 +110,6 @@ class KerasSide:
 
     def custom_step(self) -> bool:
         return self.train_step is not None
-
-    def known_algorithm(self) -> bool:
-        from pytest_parity.modes.training.configuration import SAME_ALGORITHM
-
-        return type(self.optimizer).__name__ in SAME_ALGORITHM
 
     def used_settings(self, step: int) -> OptimizerSettings:
         return self._used.get(step) or self.optimizer_settings()
@@ -309,9 +303,6 @@ class TorchSide:
 
     def custom_step(self) -> bool:
         return self.train_step is not None
-
-    def known_algorithm(self) -> bool:
-        return True
 
     def used_settings(self, step: int) -> OptimizerSettings:
         return self._used[step - 1] if len(self._used) >= step else self.optimizer_settings()
