@@ -322,6 +322,8 @@ def parity(request: pytest.FixtureRequest) -> Iterator[ParityFixture]:
         stop_seeding()
 
 
+# The summary's line about the baseline this session wrote (set once it is written).
+BASELINE_WRITTEN_KEY = pytest.StashKey[str]()
 WORKER_RECORDS_KEY = "parity_records"
 WORKER_IMPORT_KEY = "parity_import_s"
 
@@ -347,18 +349,27 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.records:
         return
-    from pytest_parity.reports.records import summary_lines
+    from pytest_parity.reports.records import summary_lines, wrap_line
 
-    terminalreporter.write_sep("=", "parity summary")
-    for line in summary_lines(session.records):
-        terminalreporter.write_line(line)
+    lines = summary_lines(session.records)
+    if session.baseline is not None:
+        from pytest_parity.reports.baseline import compared_line
+
+        lines.append(compared_line(session.baseline, session.records))
+    written = config.stash.get(BASELINE_WRITTEN_KEY, None)
+    if written:
+        lines.append(written)
     if session.import_s >= 0.05:  # below that the frameworks were already loaded by the tests themselves
-        terminalreporter.write_line(f"one-time imports and warm-up of the frameworks and converters: "
-                                    f"{session.import_s:.1f} s (not counted in any check's conversion time)")
+        lines.append(f"one-time imports and warm-up of the frameworks and converters: {session.import_s:.1f} s (not "
+                     f"counted in any check's conversion time)")
     if session.report_path:
-        terminalreporter.write_line(f"parity report written to {session.report_path}")
+        lines.append(f"parity report written to {session.report_path}")
     if session.html_path:
-        terminalreporter.write_line(f"parity HTML report written to {session.html_path}")
+        lines.append(f"parity HTML report written to {session.html_path}")
+    terminalreporter.write_sep("=", "parity summary")
+    for line in lines:
+        for wrapped in wrap_line(line):  # at most 120 columns (a path longer than a line stays whole)
+            terminalreporter.write_line(wrapped)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -374,7 +385,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from pytest_parity.reports import baseline
 
         try:
-            baseline.update(parity_session.baseline_update, parity_session.records)
+            written, kept = baseline.update(parity_session.baseline_update, parity_session.records)
+            refused = sum(1 for entry in parity_session.records if entry.get("refused"))
+            session.config.stash[BASELINE_WRITTEN_KEY] = baseline.written_line(parity_session.baseline_update,
+                                                                               written, kept, refused)
         except (OSError, baseline.BaselineError) as error:
             _report_write_failure(session, exitstatus, f"cannot write the parity baseline to "
                                                        f"{parity_session.baseline_update}: {error}")

@@ -55,8 +55,8 @@ def load(path: str) -> Baseline:
                                 f"regenerate it with --parity-baseline-update")
         problem = _entry_problem(entry)
         if problem:
-            raise BaselineError(f"parity baseline {path}: the entry of {entry['nodeid']} [{entry['device']}] {problem}, "
-                                f"so drift cannot be measured against it. Regenerate the baseline with "
+            raise BaselineError(f"parity baseline {path}: the entry of {entry['nodeid']} [{entry['device']}] "
+                                f"{problem}, so drift cannot be measured against it. Regenerate the baseline with "
                                 f"--parity-baseline-update, or restore the file from version control")
         entries[(entry["nodeid"], entry["device"])] = entry
     return Baseline(path, entries, document.get("environment") or {})
@@ -96,9 +96,9 @@ def refuse_to_overwrite_unreadable(path: str) -> None:
     try:
         load(path)
     except BaselineError as error:
-        raise BaselineError(f"{error}\n--parity-baseline-update refuses to replace it: the entries of tests that do not "
-                            f"run this time would be lost. The file is left as it is; fix it (resolve merge conflicts) "
-                            f"or move it away, then run again.") from None
+        raise BaselineError(f"{error}\n--parity-baseline-update refuses to replace it: the entries of tests that do "
+                            f"not run this time would be lost. The file is left as it is; fix it (resolve merge "
+                            f"conflicts) or move it away, then run again.") from None
 
 
 def _worst_grad(entry: dict[str, Any]) -> float | None:
@@ -131,8 +131,9 @@ def drift(new: dict[str, Any], old: dict[str, Any], factor: float = DEFAULT_FACT
     return problems
 
 
-def update(path: str, records: list[dict[str, Any]]) -> None:
-    """Write the session's records as the baseline, keeping entries of tests that did not run this time."""
+def update(path: str, records: list[dict[str, Any]]) -> tuple[int, int]:
+    """Write the session's records as the baseline, keeping entries of tests that did not run this time; returns
+    (entries from this session, entries kept)."""
     kept: list[dict[str, Any]] = []
     # A refused check has no figures to gate on: its old entry, if any, stays until the check runs again.
     records = [entry for entry in records if not entry.get("refused")]
@@ -141,3 +142,36 @@ def update(path: str, records: list[dict[str, Any]]) -> None:
         kept = [entry for key, entry in load(path).entries.items()
                 if key not in {(r["nodeid"], r["device"]) for r in records}]
     report.write_json(path, kept + list(records))
+    return len(records), len(kept)
+
+
+def written_line(path: str, written: int, kept: int, refused: int) -> str:
+    """The summary's line for a session that wrote the baseline."""
+    line = f"parity baseline: wrote {written + kept} {_entries(written + kept)} to {path}"
+    if kept:
+        line += f" ({written} from this session, {kept} kept from tests that did not run)"
+    if refused:
+        line += f"; {refused} refused check(s) have no figures and were left out"
+    return line
+
+
+def compared_line(baseline: Baseline, records: list[dict[str, Any]]) -> str:
+    """The summary's line for a session compared with a baseline: how many checks were compared, how many drifted,
+    and the checks the baseline could not judge (no entry; or failed their tolerances, so never compared)."""
+    checked = [entry for entry in records if not entry.get("refused")]
+    with_entry = [entry for entry in checked if (entry["nodeid"], entry["device"]) in baseline.entries]
+    # A check is compared with its entry once it passed its tolerances; a drift failure is one that was.
+    compared = [entry for entry in with_entry if entry["passed"] or entry.get("drift")]
+    drifted = sum(1 for entry in compared if entry.get("drift"))
+    line = (f"parity baseline: compared {len(compared)} {_entries(len(compared))} from {baseline.path}, {drifted} "
+            f"drifted")
+    if len(with_entry) > len(compared):
+        line += f"; {len(with_entry) - len(compared)} not compared (failed their tolerances first)"
+    if len(checked) > len(with_entry):
+        line += (f"; {len(checked) - len(with_entry)} check(s) without an entry (--parity-baseline-update adds "
+                 f"them)")
+    return line
+
+
+def _entries(count: int) -> str:
+    return "entry" if count == 1 else "entries"

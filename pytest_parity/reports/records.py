@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ ENVIRONMENT_PACKAGES = ("tensorflow", "keras", "torch", "torchvision", "onnx", "
 # ran. Listed only when installed.
 MODEL_LIBRARIES = ("transformers", "timm", "keras-hub", "keras-cv", "keras-nlp", "tf-keras", "torchaudio",
                    "sentence-transformers", "diffusers")
+# The terminal summary fits a normal terminal: no line longer than this (cells are wrapped or abbreviated; the JSON,
+# HTML and JUnit reports keep every name in full).
+SUMMARY_WIDTH = 120
 
 
 def record(nodeid: str, result: ParityResult) -> dict[str, Any]:
@@ -93,13 +97,24 @@ def environment() -> dict[str, str | None]:
     return versions
 
 
+def outcome(entry: dict[str, Any]) -> str:
+    """One word for a check's end: "pass", "fail", "drift" (passed its tolerances, failed against the baseline) or
+    "refused" (nothing compared)."""
+    if entry.get("refused"):
+        return "refused"
+    if entry["passed"]:
+        return "pass"
+    return "drift" if entry.get("drift") else "fail"
+
+
 def document(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The report as one plain dict: what the JSON file holds and what the HTML report is drawn from."""
+    """The report as one plain dict: what the JSON file holds and what the HTML report is drawn from. Each result
+    gains its ``outcome`` (a key added beside the others; the records themselves are left as they are)."""
     return {
         "version": REPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": {**environment(), "devices": sorted({entry["device"] for entry in records})},
-        "results": records,
+        "results": [{**entry, "outcome": outcome(entry)} for entry in records],
     }
 
 
@@ -128,9 +143,11 @@ def figure_text(value: Any) -> str:
     return f"{value:.2e}"
 
 
-def summary_lines(records: list[dict[str, Any]]) -> list[str]:
+def summary_lines(records: list[dict[str, Any]], width: int = SUMMARY_WIDTH) -> list[str]:
+    """The terminal summary: one table row per check, then the counts and what the reader must know (refusals,
+    partial passes, port notes). No line is longer than ``width``."""
     header = ("test", "device", "route", "outputs max abs", "grads max abs", "weights compared", "speed", "result")
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for entry in records:
         worst_name, worst_figure = worst_gradient(entry)
         worst_grad = f"{figure_text(worst_figure)} ({worst_name})" if worst_name else None
@@ -139,17 +156,19 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
             worst_grad += f" incl. {near_ties} near-tie(s)"
         speed = entry["speed"]
         rows.append((
-            entry["nodeid"], entry["device"], entry["route"], figure_text((entry["outputs"] or {}).get("max_abs")),
+            str(entry["nodeid"]), str(entry["device"]), str(entry["route"]),
+            figure_text((entry["outputs"] or {}).get("max_abs")),
             worst_grad or "-", weights_cell(entry).removeprefix("weights "), speed_cell(speed), result_cell(entry),
         ))
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = _table(header, rows, [result_cell(entry, compact=True) for entry in records], width)
     passed = sum(1 for entry in records if entry["passed"])
     lines.append(f"{passed} of {len(records)} parity check(s) passed")
     refused = [entry for entry in records if entry.get("refused")]
     if refused:
         lines.append(f"{len(refused)} of them refused before comparing anything (the test's failure says why):")
-        lines.extend(f"  {entry['nodeid']}: {reason_line(entry)}" for entry in refused)
+        for entry in refused:
+            lines.extend(wrap_line(f"  {shorten_middle(entry['nodeid'], width // 2)}: {reason_line(entry)}", width,
+                                   indent="      "))
     partial = sum(1 for entry in records if entry["passed"] and (entry.get("weight_account") or {}).get("partial"))
     if partial:
         lines.append(f"{partial} of them partial: some trainable weights' gradients were not compared, as allowed "
@@ -162,7 +181,105 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     cache_line = _conversion_cache_line(records)
     if cache_line:
         lines.append(cache_line)
+    lines.extend(_port_notes(records, width))
+    return [wrapped for line in lines for wrapped in wrap_line(line, width)]
+
+
+def _port_notes(records: list[dict[str, Any]], width: int) -> list[str]:
+    """The notes of port checks, under the summary: what the transfer changed to compare the two models (a Dense
+    weight's input axis permuted for another flatten order, embeddings paired by shape, a fused projection split)."""
+    noted = [entry for entry in records if entry["route"].startswith("port") and entry.get("notes")]
+    if not noted:
+        return []
+    lines = ["port notes (what the weight transfer changed so the two models could be compared):"]
+    for entry in noted:
+        lines.append(f"  {shorten_middle(entry['nodeid'], width - 3)}:")
+        for note in entry["notes"]:
+            lines.extend(wrap_line(f"    {note}", width, indent="      "))
     return lines
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], results: list[str], width: int) -> list[str]:
+    """Aligned columns on one line per check when they fit ``width``. Otherwise two lines per check: the test id
+    (shortened in its middle when too long) and its result (``results``: without what the figures show), then its
+    figures indented, the long cells abbreviated (routes, weights within rounding of zero) and, where still too wide,
+    cut and marked "..."."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    if sum(widths) + 2 * (len(widths) - 1) <= width:
+        return [_joined(row, widths) for row in [header, *rows]]
+    figures = [row[1:-1] for row in rows]
+    # The column heads without "max abs" and "compared", which the cells below them are far shorter than.
+    heads = tuple(head.removesuffix(" max abs").removesuffix(" compared") for head in header[1:-1])
+    if _total([heads, *figures]) > width - 2:
+        # "inconclusive" leaves the speed cell: the result says "speed inconclusive".
+        figures = [(device, _abbreviate_route(route), outputs, grads,
+                    weights.replace(" within rounding of zero", " near 0"), speed.removesuffix(" inconclusive"))
+                   for device, route, outputs, grads, weights, speed in figures]
+    # Cut in this order, each down to its floor: gradient names, routes, weights, speed evidence.
+    widths = _fit([heads, *figures], width - 2, floors=((3, 22), (1, 12), (4, 10), (5, 18)))
+    lines = [f"{header[0]}  {header[-1]}  (figures under each; outputs, grads: max abs difference; weights: gradients "
+             f"compared)", "  " + _joined(heads, widths)]
+    for row, cells, result in zip(rows, figures, results):
+        lines.append(f"{shorten_middle(row[0], width - len(result) - 2)}  {result}")
+        cut = tuple(_cut(cell, size, column == 3) for column, (cell, size) in enumerate(zip(cells, widths)))
+        lines.append("  " + _joined(cut, widths))
+    return lines
+
+
+def _total(rows: list[tuple[str, ...]]) -> int:
+    return sum(max(len(row[i]) for row in rows) for i in range(len(rows[0]))) + 2 * (len(rows[0]) - 1)
+
+
+def _joined(cells: tuple[str, ...], widths: list[int]) -> str:
+    return "  ".join(str(cell).ljust(size) for cell, size in zip(cells, widths)).rstrip()
+
+
+def _fit(rows: list[tuple[str, ...]], width: int, floors: tuple[tuple[int, int], ...]) -> list[int]:
+    """Column widths whose aligned total fits ``width``: the columns in ``floors`` give up characters in that order,
+    each down to its floor (past the floors the line stays too long rather than say nothing)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for column, floor in floors:
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        if excess <= 0:
+            break
+        widths[column] = max(floor, widths[column] - excess)
+    return widths
+
+
+def _cut(cell: str, size: int, named_figure: bool = False) -> str:
+    """``cell`` in ``size`` characters: its end replaced by "..."; a figure with a name in brackets ("2.50e-01
+    (encoder/dense/kernel)") keeps the figure and the end of the name ("2.50e-01 (...dense/kernel)")."""
+    if len(cell) <= size:
+        return cell
+    figure, _, rest = cell.partition(" (")
+    name, bracket, after = rest.partition(")")
+    keep = size - len(figure) - len(" (...") - len(bracket + after)
+    if named_figure and bracket and keep >= 4:
+        return f"{figure} (...{name[len(name) - keep:]}){after}"
+    return cell[:size - 3] + "..."
+
+
+def _abbreviate_route(route: str) -> str:
+    return route.replace("tensorflow", "tf")
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """A test id cut in its middle to ``width`` ("tests/e2e/te...::test_x[cpu]"): its file's start and its name's end,
+    the parts that tell tests apart, stay."""
+    if len(text) <= width:
+        return text
+    tail = (width - 3) * 2 // 3
+    return text[:width - 3 - tail] + "..." + text[len(text) - tail:]
+
+
+def wrap_line(line: str, width: int = SUMMARY_WIDTH, indent: str | None = None) -> list[str]:
+    """A summary line wrapped to ``width`` at spaces, continued under its own indentation plus two (or ``indent``);
+    a word longer than a line (a path) is kept whole on a line of its own."""
+    if len(line) <= width:
+        return [line]
+    own = line[:len(line) - len(line.lstrip())]
+    return textwrap.wrap(line, width, initial_indent="", subsequent_indent=own + "  " if indent is None else indent,
+                         break_long_words=False, break_on_hyphens=False) or [line]
 
 
 def worst_gradient(entry: dict[str, Any]) -> tuple[str | None, Any]:
@@ -213,16 +330,18 @@ CLOCK_ABBREVIATIONS = {"process CPU time": "cpu-time", "wall": "wall", "synchron
                        "CUDA events": "cuda-events"}
 
 
-def result_cell(entry: dict[str, Any]) -> str:
-    """PASS, FAIL, or a pass that claims less: 'PASS (partial: weights 5 of 7; speed inconclusive)'."""
+def result_cell(entry: dict[str, Any], compact: bool = False) -> str:
+    """PASS, FAIL, FAIL (drift) (within tolerance, beyond the baseline), REFUSED, or a pass that claims less:
+    'PASS (partial: weights 5 of 7; speed inconclusive)'; ``compact``: without the weights the figures show
+    ('PASS (partial; speed inconclusive)')."""
     if entry.get("refused"):
         return "REFUSED"
     if not entry["passed"]:
-        return "FAIL"
+        return "FAIL (drift)" if entry.get("drift") else "FAIL"
     caveats = []
     account = entry.get("weight_account") or {}
     if account.get("partial"):
-        caveats.append("partial: " + weights_cell(entry))
+        caveats.append("partial" if compact else "partial: " + weights_cell(entry))
     speed = entry.get("speed") or {}
     if speed.get("verdict") == "inconclusive" and speed.get("gated"):
         caveats.append("speed inconclusive")

@@ -240,7 +240,7 @@ def test_through_the_fixture_it_is_skipped_without_a_gpu_and_passes_with_one(pyt
     assert outcomes.get("passed", 0) == 2 - len(expected_skips)
     result.stdout.fnmatch_lines([f"SKIPPED * {reason}" for reason in expected_skips], consecutive=False)
     if not expected_skips:
-        result.stdout.fnmatch_lines(["*test_torch*cuda*torch: cpu -> cuda*PASS*"])
+        result.stdout.fnmatch_lines(["*test_torch*cuda*PASS*", "*cuda*torch: cpu -> cuda*"])
 
 
 @pytest.mark.skipif(TORCH_NO_CUDA is not None, reason=f"GPU only: {TORCH_NO_CUDA}")
@@ -320,8 +320,10 @@ def test_through_the_fixture_results_are_recorded_and_a_difference_fails_the_tes
         "E*outputs: 1 of 1 tensor(s) differ",
         "E*output 'output':",
         "E*gradients: 3 of 3 tensor(s) differ",
-        "*test_session.py::test_agrees[[]cpu[]]*cpu*torch: cpu -> cpu*PASS",
-        "*test_session.py::test_differs[[]cpu[]]*cpu*torch: cpu -> cpu*FAIL",
+        "test_session.py::test_agrees[[]cpu[]]  PASS",  # the summary: test id and result, then the figures
+        "  cpu*torch: cpu -> cpu*",
+        "test_session.py::test_differs[[]cpu[]]  FAIL",
+        "  cpu*torch: cpu -> cpu*",
     ])
     records = json.loads(report.read_text())["results"]
     assert [(r["nodeid"].split("::")[1], r["route"], r["passed"]) for r in records] == [
