@@ -105,10 +105,20 @@ def test_weight_decay_per_weight_maps_a_keras_l2_regularizer_to_twice_its_coeffi
 
 
 def test_trainability_names_the_frozen_side_and_how_it_is_frozen():
-    found = configuration.trainability_differences([("dense/kernel", "fc.weight", True, False)], "tensorflow")
+    found = configuration.trainability_differences([(("dense/kernel",), ("fc.weight",), {"dense/kernel"}, set())],
+                                                   "tensorflow")
     assert "'fc.weight' is frozen in the target: requires_grad=False" in found[0]
-    found = configuration.trainability_differences([("fc.weight", "dense/kernel", False, True)], "torch")
+    found = configuration.trainability_differences([(("fc.weight",), ("dense/kernel",), set(), {"dense/kernel"})],
+                                                   "torch")
     assert "'fc.weight' is frozen in the source: requires_grad=False" in found[0]
+
+
+def test_one_keras_lstm_bias_trains_like_exactly_one_trainable_torch_bias():
+    group = ("lstm/bias",), ("lstm.bias_ih_l0", "lstm.bias_hh_l0")
+    assert configuration.trainability_differences([(*group, {"lstm/bias"}, {"lstm.bias_ih_l0"})], "tensorflow") == []
+    found = configuration.trainability_differences(
+        [(*group, {"lstm/bias"}, {"lstm.bias_ih_l0", "lstm.bias_hh_l0"})], "tensorflow")
+    assert "sum moves 2 time(s) as far" in found[0] and "requires_grad_(False)" in found[0]
 
 
 @pytest.mark.parametrize("source_framework", ["tensorflow", "torch"])
@@ -136,6 +146,16 @@ def test_shared_dropout_noise_follows_the_channel_axis_and_refuses_other_shapes(
     masks.noise_for(2, "target", (2, 4), 0.5)
     with pytest.raises(ParityUsageError, match="the target called dropout 2 time"):
         masks.noise_for(2, "target", (2, 4), 0.5)
+
+
+def test_a_configuration_entry_that_names_the_layer_wins_then_plain_values_before_epsilon_then_hints():
+    entries = ["optimizer epsilon: inside vs outside", "optimizer rho: use alpha=0.9"]
+    assert causes._cause("dense/kernel", entries, None, []) == "optimizer rho: use alpha=0.9"
+    layer_entry = "BatchNormalization 'model/bn' / 'bn' momentum: use momentum=0.01 in torch"
+    assert causes._cause("model/bn/moving_mean", [*entries, layer_entry], None, []) == layer_entry
+    hints = [("embedding", "sparse Embedding updates"), (None, "clipping")]
+    assert causes._cause("emb/embeddings", [], None, hints) == "sparse Embedding updates"
+    assert causes._cause("dense/kernel", [], None, hints) == "clipping"
 
 
 def test_update_signatures():

@@ -17,11 +17,14 @@ LARGE_UPDATE = 0.1
 
 
 def first_divergence(steps: list[TrainingStep], order: list[str], configuration: list[str],
-                     updates: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]) -> str | None:
+                     updates: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]],
+                     hints: list[tuple[str | None, str]] | None = None) -> str | None:
     """'step 2: 'bn/moving_mean' (target 'bn.running_mean') differs first; likely cause: ...' or None on a pass.
 
     ``order``: tensor names in model order; ``updates``: (step, name) -> (source update, target update), in the
-    target's layout, for the failing tensors of the first failing step."""
+    target's layout, for the failing tensors of the first failing step; ``hints``: (a word the diverging tensor's name
+    must hold, or None for any tensor; text): known framework differences that explain a divergence without failing
+    by themselves (Keras' sparse Embedding updates)."""
     failing_step = next((step for step in steps if not step.passed), None)
     if failing_step is None:
         return None
@@ -38,21 +41,36 @@ def first_divergence(steps: list[TrainingStep], order: list[str], configuration:
         first = failing.get("loss") or next(iter(failing.values()))
     tensor = first.name.removesuffix(" (update)")
     text = f"step {failing_step.step} of {len(steps)}: {first.name!r} diverges first"
-    cause = _cause(tensor, configuration, updates.get((failing_step.step, tensor)))
+    cause = _cause(tensor, configuration, updates.get((failing_step.step, tensor)), hints or [])
     return text + (f"; likely cause: {cause}" if cause else "")
 
 
-def _cause(tensor: str, configuration: list[str], update: tuple[np.ndarray, np.ndarray] | None) -> str | None:
+# Which configuration entries most likely explain a divergence when none names the diverging layer: plain value
+# mismatches first, the subtle conventions (epsilon) last.
+CAUSE_ORDER = ("trainability", "BatchNormalization", "learning rate", "optimizer:", "optimizer beta",
+               "optimizer momentum", "optimizer rho", "optimizer nesterov", "optimizer amsgrad", "optimizer centered",
+               "optimizer dampening", "optimizer lr_decay", "optimizer initial", "gradient clipping", "weight decay",
+               "loss", "dropout", "Adam epsilon", "optimizer epsilon")
+
+
+def _rank(entry: str) -> int:
+    return next((index for index, prefix in enumerate(CAUSE_ORDER) if entry.startswith(prefix)), len(CAUSE_ORDER))
+
+
+def _cause(tensor: str, configuration: list[str], update: tuple[np.ndarray, np.ndarray] | None,
+           hints: list[tuple[str | None, str]]) -> str | None:
     layer = tensor.rsplit("/", 1)[0].rsplit(".", 1)[0] if ("/" in tensor or "." in tensor) else tensor
-    related = [entry for entry in configuration if layer and f"'{layer}" in entry]
+    related = [entry for entry in configuration if layer and (f"'{layer}" in entry or f"'{tensor}'" in entry)]
     if related:
         return related[0]
+    if configuration:
+        return sorted(configuration, key=_rank)[0]
+    fitting = [text for word, text in hints if word is None or word in tensor.lower()]
+    if fitting:
+        return fitting[0]
     if update is not None:
-        signature = _update_signature(*update)
-        if signature:
-            return signature
-    general = [entry for entry in configuration if not entry.startswith(("trainability", "BatchNormalization"))]
-    return general[0] if general else (configuration[0] if configuration else None)
+        return _update_signature(*update)
+    return None
 
 
 def _update_signature(source: np.ndarray, target: np.ndarray) -> str | None:

@@ -46,7 +46,7 @@ def _roles(keras_role: str) -> tuple[str, str]:
 def optimizer_differences(keras: OptimizerSettings, torch: OptimizerSettings, keras_role: str,
                           torch_clips: bool) -> list[str]:
     """Settings fixed for the whole run: algorithm, flags, clipping. ``torch_clips``: the torch side runs the user's
-    own train_step (it may clip there; the steps will show)."""
+    own train_step (it may clip there, or apply Keras' epsilon formula; the steps will show)."""
     k_role, t_role = _roles(keras_role)
     k, t = keras.values, torch.values
     found: list[str] = []
@@ -80,7 +80,8 @@ def optimizer_differences(keras: OptimizerSettings, torch: OptimizerSettings, ke
     if float(t.get("lr_decay") or 0.0):
         found.append(f"optimizer lr_decay: torch Adagrad(lr_decay={t['lr_decay']:g}) in the {t_role}; Keras Adagrad "
                      f"has none (use a LearningRateSchedule): use lr_decay=0")
-    if keras.kind in ("RMSprop", "Adagrad") and float(k.get("epsilon") or 0.0) + float(t.get("eps") or 0.0) > 0:
+    if keras.kind in ("RMSprop", "Adagrad") and float(k.get("epsilon") or 0.0) + float(t.get("eps") or 0.0) > 0 \
+            and not torch_clips:  # the torch side's own train_step may apply Keras' formula: the steps decide
         found.append(f"optimizer epsilon: Keras {keras.kind} adds epsilon={k.get('epsilon'):g} inside the square "
                      f"root (sqrt(v + epsilon)), torch {torch.kind} adds eps={t.get('eps'):g} outside it "
                      f"(sqrt(v) + eps): no pair of values makes them equal; write the same formula on both sides "
@@ -238,7 +239,9 @@ def batch_norm_differences(pairs: list[tuple[BatchNormSettings, BatchNormSetting
 
 # Keras loss class -> (torch loss classes that compute it, from_logits the torch class expects or None).
 LOSS_PAIRS: dict[str, tuple[tuple[str, ...], bool | None]] = {
-    "SparseCategoricalCrossentropy": (("CrossEntropyLoss",), True),
+    # NLLLoss on log_softmax outputs is the same loss (log_softmax of log-probabilities leaves them as they are); the
+    # per-step loss comparison checks that the outputs are log-probabilities.
+    "SparseCategoricalCrossentropy": (("CrossEntropyLoss", "NLLLoss"), True),
     "CategoricalCrossentropy": (("CrossEntropyLoss",), True),
     "BinaryCrossentropy": (("BCEWithLogitsLoss", "BCELoss"), None),
     "MeanSquaredError": (("MSELoss",), None),
@@ -277,20 +280,33 @@ def loss_differences(keras: LossSettings, torch: LossSettings, keras_role: str) 
     return found
 
 
-def trainability_differences(pairs: list[tuple[str, str, bool, bool]], source_framework: str) -> list[str]:
-    """(source name, target name, trainable in source, trainable in target) per carried weight."""
+def trainability_differences(groups: list[tuple[tuple[str, ...], tuple[str, ...], set[str], set[str]]],
+                             source_framework: str) -> list[str]:
+    """Per carried tensor: (source variables, target variables, the trainable ones of each). The same number must
+    train on both sides: one source weight carried into a sum of target weights (Keras' one LSTM bias into torch's
+    bias_ih + bias_hh) trains alike only when exactly one of them trains, since each trainable one takes the full
+    gradient step."""
+    target_framework = "torch" if source_framework == "tensorflow" else "tensorflow"
     found: list[str] = []
-    for source_name, target_name, source_trains, target_trains in pairs:
-        if source_trains == target_trains:
+    for source_names, target_names, source_trains, target_trains in groups:
+        if len(source_trains) == len(target_trains):
             continue
-        frozen_role, frozen_name = ("target", target_name) if source_trains else ("source", source_name)
-        frozen_framework = source_framework if frozen_role == "source" else (
-            "torch" if source_framework == "tensorflow" else "tensorflow")
-        how = ("requires_grad=False, or not in the optimizer's param groups" if frozen_framework == "torch"
-               else "trainable=False on its layer")
-        found.append(f"trainability: {source_name!r} is {'trainable' if source_trains else 'frozen'} in the source, "
-                     f"{target_name!r} {'trainable' if target_trains else 'frozen'} in the target ({frozen_name!r} "
-                     f"is frozen in the {frozen_role}: {how})")
+        if len(source_names) == 1 and len(target_names) == 1:
+            frozen_role, frozen_name, framework = (("target", target_names[0], target_framework) if source_trains
+                                                   else ("source", source_names[0], source_framework))
+            how = ("requires_grad=False, or not in the optimizer's param groups" if framework == "torch"
+                   else "trainable=False on its layer")
+            found.append(f"trainability: {source_names[0]!r} is {'trainable' if source_trains else 'frozen'} in the "
+                         f"source, {target_names[0]!r} {'trainable' if target_trains else 'frozen'} in the target "
+                         f"({frozen_name!r} is frozen in the {frozen_role}: {how})")
+            continue
+        found.append(f"trainability: {' + '.join(map(repr, source_names))} in the source ({len(source_trains)} "
+                     f"trainable) is carried into {' + '.join(map(repr, target_names))} in the target "
+                     f"({len(target_trains)} trainable); each trainable tensor takes the full gradient step, so their "
+                     f"sum moves {len(target_trains) or 0} time(s) as far as the source's "
+                     + ("(a recurrent layer's second bias): keep exactly one trainable and the other frozen at zero "
+                        "(e.g. lstm.bias_hh_l0.requires_grad_(False))" if len(target_trains) > len(source_trains)
+                        else "one: train as many on each side"))
     return found
 
 

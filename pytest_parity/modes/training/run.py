@@ -181,14 +181,17 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
         source_before, target_before, expected_before = source_after, target_after, expected_after
     run_s = time.perf_counter() - started
 
-    configuration_found += masks.rate_differences() + value_differences
+    configuration_found += masks.rate_differences() + value_differences + _batch_norms_left_in_inference(
+        plan, keras_side, torch_side, keras_role)
+    hints = _hints(keras_side, torch_side)
     if keras_side.optimizer_settings().kind not in configuration.SAME_ALGORITHM:
         notes.append(f"no static mapping for the {keras_role}'s optimizer ({keras_side.optimizer_settings().kind}): "
                      f"its settings were compared by the steps alone")
     source_names = [names.get(name, name) for name in order]
     figures = TrainingFigures(steps, configuration_found, tensors=len(order))
     figures = TrainingFigures(steps, configuration_found,
-                              causes.first_divergence(steps, source_names, configuration_found, step_updates)
+                              causes.first_divergence(steps, source_names, configuration_found, step_updates,
+                                                      hints)
                               if not figures.passed else None, len(order))
     losses = TreeComparison({f"step {s.step} loss": s.loss for s in steps}, settings.atol, settings.rtol)
     trainable = source.adapter_trainable()
@@ -205,6 +208,50 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
     if not result.passed:
         raise ParityError(training_failure_message(result, source.description, target.description), result)
     return result
+
+
+def _batch_norms_left_in_inference(plan: TransferPlan, keras_side: TrainingSide, torch_side: TrainingSide,
+                                   keras_role: str) -> list[str]:
+    """torch BatchNorms that ran in inference mode inside a training step while their Keras twin trained (eval()
+    after model.train(), a train() override): read during the steps, since no attribute says so beforehand."""
+    found = []
+    in_inference = torch_side.batch_norms_in_inference()
+    keras_norms = keras_side.batch_norms()
+    for pair in plan.pairs:
+        if pair.source.op != "BatchNormalization":
+            continue
+        keras_layer, torch_layer = ((pair.source.layer, pair.target.layer) if keras_role == "source"
+                                    else (pair.target.layer, pair.source.layer))
+        keras_norm = keras_norms.get(keras_layer)
+        if torch_layer in in_inference and keras_norm is not None and keras_norm.updates_statistics:
+            torch_role = "target" if keras_role == "source" else "source"
+            found.append(f"BatchNormalization {keras_layer!r} / {torch_layer!r}: the {torch_role}'s torch BatchNorm "
+                         f"ran in inference mode during the training steps (its running statistics normalise and are "
+                         f"not updated: .eval() called after model.train(), or a train() override), while Keras "
+                         f"trains it")
+    return found
+
+
+def _hints(keras_side: TrainingSide, torch_side: TrainingSide) -> list[tuple[str | None, str]]:
+    """Known framework differences that fail nothing by themselves but explain a divergence when one shows: (a word
+    the diverging tensor's name holds, or None; text)."""
+    hints: list[tuple[str | None, str]] = []
+    settings = keras_side.optimizer_settings()
+    clipnorm, global_clipnorm = settings.values.get("clipnorm"), settings.values.get("global_clipnorm")
+    if torch_side.custom_step() and clipnorm:
+        hints.append((None, f"Keras clipnorm={clipnorm:g} clips each variable's gradient separately; "
+                            f"torch.nn.utils.clip_grad_norm_ over all parameters is Keras global_clipnorm: clip each "
+                            f"parameter separately in the torch train_step (or use global_clipnorm in Keras)"))
+    if torch_side.custom_step() and global_clipnorm:
+        hints.append((None, f"Keras global_clipnorm={global_clipnorm:g} clips all gradients together, as "
+                            f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm) does; clipping each "
+                            f"parameter separately is Keras clipnorm"))
+    if keras_side.has_embeddings() and settings.kind in ("Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad"):
+        hints.append(("embedding", f"Keras updates Embedding tables sparsely (IndexedSlices): for an id repeated "
+                                   f"within a batch, {settings.kind}'s second moment adds the squares of the "
+                                   f"per-occurrence gradients, where torch squares their sum; the tables' updates "
+                                   f"differ wherever ids repeat in a batch"))
+    return hints
 
 
 def _step_of(text: str) -> int:
@@ -232,14 +279,23 @@ def _static_differences(source: TrainingSide, target: TrainingSide, keras_side: 
     found += configuration.batch_norm_differences(norm_pairs, keras_role, keras_first=True)
     source_trainable, target_trainable = source.trainable(), target.trainable()
     in_optimizer = torch_side.trainable_in_optimizer()
+
+    def trains(side: TrainingSide, name: str, trainable: set[str]) -> bool:
+        return name in trainable and (side is not torch_side or name in in_optimizer)
+
     trainability = []
-    for source_name, target_name in pairs:
-        if source_name not in source.state() or target_name not in target.state():
-            continue
-        source_trains = source_name in source_trainable and (source is not torch_side or source_name in in_optimizer)
-        target_trains = target_name in target_trainable and (target is not torch_side or target_name in in_optimizer)
-        if source_name in source_trainable or target_name in target_trainable:
-            trainability.append((source_name, target_name, source_trains, target_trains))
+    seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    for pair in plan.pairs:
+        for key, source_binding in pair.source.bindings.items():
+            group = (tuple(source_binding.variables), tuple(pair.target.bindings[key].variables))
+            if group in seen:
+                continue
+            seen.add(group)
+            source_trains = {name for name in group[0] if trains(source, name, source_trainable)}
+            target_trains = {name for name in group[1] if trains(target, name, target_trainable)}
+            if source_trains or target_trains or any(n in source_trainable for n in group[0]) \
+                    or any(n in target_trainable for n in group[1]):
+                trainability.append((*group, source_trains, target_trains))
     found += configuration.trainability_differences(trainability, source.framework)
     keras_pairs = [(s, t) if keras_role == "source" else (t, s) for s, t in pairs
                    if (s in source_trainable and t in target_trainable)]

@@ -64,6 +64,8 @@ class TrainingSide(Protocol):
     def trainable_in_optimizer(self) -> set[str]: ...
     def batch_norm_elements_of(self, layer: str) -> int | None: ...
     def adapter_trainable(self) -> list[str]: ...
+    def batch_norms_in_inference(self) -> set[str]: ...
+    def has_embeddings(self) -> bool: ...
     role: str
 
 
@@ -105,20 +107,37 @@ class KerasSide:
                 from None
         self.loss = loss
         self.train_step = train_step
-        # The optimizer's settings as in force at each step (a LearningRateSchedule moves the learning rate).
-        self._used: dict[int, OptimizerSettings] = {}
+        # The optimizer's settings as each update starts (a LearningRateSchedule moves the learning rate; a train_step
+        # may set epsilon per step before it applies the gradients): read where apply_gradients applies them.
+        self._used: list[OptimizerSettings] = []
+        apply = self.optimizer.apply
+
+        def apply_recording_settings(*args: Any, **kwargs: Any) -> Any:
+            self._used.append(self.optimizer_settings())
+            return apply(*args, **kwargs)
+
+        self.optimizer.apply = apply_recording_settings
 
     def custom_step(self) -> bool:
         return self.train_step is not None
 
     def used_settings(self, step: int) -> OptimizerSettings:
-        return self._used.get(step) or self.optimizer_settings()
+        return self._used[step - 1] if len(self._used) >= step else self.optimizer_settings()
 
     def adapter_trainable(self) -> list[str]:
         return list(self.adapter.trainable_names())
 
     def batch_norm_elements_of(self, layer: str) -> int | None:
         return None
+
+    def batch_norms_in_inference(self) -> set[str]:
+        return set()
+
+    def has_embeddings(self) -> bool:
+        import keras
+
+        return self.adapter.is_keras and any(isinstance(layer, keras.layers.Embedding) for layer in
+                                             self.model._flatten_layers(include_self=False, recursive=True))
 
     def weight_decay_of(self) -> dict[str, float]:
         return {}
@@ -153,7 +172,6 @@ class KerasSide:
         from pytest_parity.frameworks.tensorflow import tf_device_name
 
         tf = self.tf
-        self._used[len(self._used) + 1] = self.optimizer_settings()
         try:
             with tf.device(tf_device_name(device)):
                 tensors = [tf.constant(a) for a in inputs.arrays]
@@ -296,6 +314,8 @@ class TorchSide:
         # Elements per channel each BatchNorm saw in the last training step (its running variance is the unbiased
         # batch variance, n / (n - 1) times the biased one).
         self.batch_norm_elements: dict[str, int] = {}
+        # BatchNorms that ran in inference mode during a training step.
+        self._in_inference: set[str] = set()
         self._parameter_names = {id(p): name for name, p in self.module.named_parameters()}
         # The settings each optimizer.step() ran with, read as it starts: a train_step may set lr or eps per step.
         self._used: list[OptimizerSettings] = []
@@ -313,6 +333,12 @@ class TorchSide:
     def batch_norm_elements_of(self, layer: str) -> int | None:
         return self.batch_norm_elements.get(layer)
 
+    def batch_norms_in_inference(self) -> set[str]:
+        return set(self._in_inference)
+
+    def has_embeddings(self) -> bool:
+        return False
+
     def decoupled_decay(self) -> dict[str, float]:
         return {}
 
@@ -325,6 +351,8 @@ class TorchSide:
             def record(module: Any, args: tuple[Any, ...]) -> None:
                 tensor = args[0]
                 self.batch_norm_elements[name] = int(tensor.numel() // tensor.shape[1])
+                if not module.training:
+                    self._in_inference.add(name)  # eval() after model.train(), or a train() override
             return record
 
         return [module.register_forward_pre_hook(hook_for(name)) for name, module in self._batch_norm_modules().items()]
