@@ -23,6 +23,7 @@ from pytest_parity.reports.records import (
     worst_gradient,
     write_atomically,
 )
+from pytest_parity.reports.training import training_section
 from pytest_parity.result import ERROR_HISTOGRAM_DECADES, error_histogram_labels, sum_histograms
 
 STYLE = """
@@ -155,6 +156,8 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
         parts.append(_layer_table(entry["layers"]))
     if entry.get("diagnosis"):
         parts.append(f"<p><b>Diagnosis</b></p><pre>{escape(entry['diagnosis'])}</pre>")
+    if entry.get("training"):
+        parts.append(training_section(entry["training"]))
     parts.append("</article>")
     return "\n".join(parts)
 

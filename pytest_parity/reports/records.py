@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from pytest_parity.reports.training import training_key_figures
 from pytest_parity.result import ParityResult
 
 REPORT_VERSION = 1
@@ -73,6 +74,7 @@ def key_figures(entry: dict[str, Any]) -> dict[str, Any]:
         **({} if speed is None else {"speed_verdict": speed.get("verdict"), "speed_clock": speed.get("clock"),
                                      "speed_ratio_low": speed.get("ratio_low"),
                                      "speed_ratio_high": speed.get("ratio_high")}),
+        **training_key_figures(entry.get("training")),
     }
 
 
