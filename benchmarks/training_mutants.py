@@ -23,15 +23,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import torch  # noqa: E402,F401  (torch before TensorFlow: docs/pitfalls.md, import order)
-import numpy as np  # noqa: E402
+import numpy as np
+import torch  # noqa: F401  (torch before TensorFlow: docs/pitfalls.md, import order)
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fixtures.training_mutants import BASES, MUTANTS  # noqa: E402
-from pytest_parity import ParityError  # noqa: E402
-from pytest_parity.check import run_check, run_training_check  # noqa: E402
-from pytest_parity.settings import ParitySettings  # noqa: E402
+from fixtures.training_mutants import BASES, MUTANTS
+from pytest_parity import ParityError
+from pytest_parity.check import run_check, run_training_check
+from pytest_parity.settings import ParitySettings
 
 OUTPUT = pathlib.Path(__file__).with_name("training_mutants.json")
 STEPS = 3

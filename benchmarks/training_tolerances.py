@@ -28,16 +28,16 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import torch  # noqa: E402  (torch before TensorFlow: docs/pitfalls.md, import order)
-import numpy as np  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fixtures import training_mutants as zoo  # noqa: E402
-from fixtures.training_ports import CASES_BY_NAME  # noqa: E402
-from pytest_parity import ParityError  # noqa: E402
-from pytest_parity.check import run_training_check  # noqa: E402
-from pytest_parity.settings import ParitySettings  # noqa: E402
+from fixtures import training_mutants as zoo
+from fixtures.training_ports import CASES_BY_NAME
+from pytest_parity import ParityError
+from pytest_parity.check import run_training_check
+from pytest_parity.settings import ParitySettings
 
 warnings.filterwarnings("ignore", message="CUDA initialization")
 OUTPUT = pathlib.Path(__file__).with_name("training_tolerances.json")

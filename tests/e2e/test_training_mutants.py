@@ -13,22 +13,10 @@ import pytest
 from fixtures.training_mutants import BASES, MUTANTS
 from pytest_parity import ParityError
 
-# Bugs the check catches without naming them (issue 26 findings): xfail(strict=True) until it does.
-UNNAMED = {
-    ("bn_inference_mode", "keras->torch"): "a torch BatchNorm kept in eval mode fails with no likely cause",
-    ("clipnorm_as_global", "keras->torch"): "Keras clipnorm ported as a global clip_grad_norm_ is reported as an "
-                                            "update ratio (learning rate, loss scale), clipping is not named",
-}
-
 # The CUDA build of torch on a machine without a driver warns "CUDA initialization: ..." at the first backward pass
 # of the session; the training check's torch side does not filter it yet (issue 26 findings), and the suite turns
 # warnings into errors.
 pytestmark = pytest.mark.filterwarnings("ignore:CUDA initialization:UserWarning")
-
-
-def _marks(mutant):
-    reason = UNNAMED.get((mutant.name, mutant.direction))
-    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
 
 
 def _run(parity, case):
@@ -38,7 +26,7 @@ def _run(parity, case):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("mutant", [pytest.param(m, id=str(m), marks=_marks(m)) for m in MUTANTS])
+@pytest.mark.parametrize("mutant", MUTANTS, ids=str)
 def test_training_mutant_fails_naming_its_cause(parity, mutant):
     with pytest.raises(ParityError) as failure:
         _run(parity, mutant.case)

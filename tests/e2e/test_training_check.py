@@ -1,0 +1,56 @@
+"""parity.check_training end to end on the seed ports (fixtures/training_ports.py): what a passing result holds,
+optimizers given as instances or factories in either order, steps cycling through the batches, and both models left
+as they were.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fixtures.training_mutants import MLP_K, MLP_T, sgd
+from pytest_parity import ParityError
+
+# See tests/e2e/test_training_mutants.py: torch's "CUDA initialization" warning at the first backward of a session.
+pytestmark = pytest.mark.filterwarnings("ignore:CUDA initialization:UserWarning")
+
+
+@pytest.mark.parity
+def test_result_holds_every_step_weight_and_update(parity):
+    source, target, arguments = MLP_K.arguments(MLP_K.make_batches(parity.randn, parity.randint, 2))
+    result = parity.check_training(source, target, steps=4, **arguments)
+    figures = result.training
+    assert result.passed and [s.step for s in figures.steps] == [1, 2, 3, 4]  # 4 steps cycle through 2 batches
+    assert figures.configuration == [] and figures.first_divergence is None
+    for step in figures.steps:
+        assert step.loss.passed and len(step.weights) == 4 and len(step.updates) == 4
+        assert all(name.endswith(" (update)") for name in step.updates)
+
+
+@pytest.mark.parity
+def test_torch_optimizer_instance_and_models_left_as_they_were(parity):
+    import torch
+
+    batches = MLP_T.make_batches(parity.randn, parity.randint, 3)
+    source, target, arguments = MLP_T.arguments(batches)
+    keras_optimizer = arguments["optimizer"][1]
+    instance = torch.optim.SGD(source.parameters(), lr=0.1)
+    before_source = {k: v.clone() for k, v in source.state_dict().items()}
+    before_target = [np.array(w) for w in target.get_weights()]
+    result = parity.check_training(source, target, **(arguments | {"optimizer": (instance, keras_optimizer)}))
+    assert result.passed and result.route == "training: torch -> tensorflow"
+    assert all(torch.equal(before_source[k], v) for k, v in source.state_dict().items())
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(before_target, target.get_weights()))
+    assert not instance.state and int(keras_optimizer.iterations.numpy()) == 0
+
+
+@pytest.mark.parity
+def test_failure_message_lists_configuration_then_first_divergence(parity):
+    case = MLP_K.replace(optimizers=sgd(0.1, torch_lr=0.2))
+    source, target, arguments = case.arguments(case.make_batches(parity.randn, parity.randint, 2))
+    with pytest.raises(ParityError) as failure:
+        parity.check_training(source, target, **arguments)
+    message = str(failure.value)
+    assert message.index("configuration:") < message.index("first divergence: step 1 of 2")
+    assert "learning rate at step 1: 0.1 in the source" in message and "likely cause:" in message
+    assert failure.value.result.training.first_divergence.startswith("step 1 of 2")
