@@ -45,8 +45,11 @@ def run_training_check(source_model: Any, target_model: Any, *, batches: Any, lo
     _require_device(detect_framework(source_model), device)
     if target_model is not None:
         _require_device(detect_framework(target_model), device)
-    return run_training(source_model, target_model, batches, loss, optimizer, steps, train_step, settings, device,
-                        seed_key)
+    try:
+        return run_training(source_model, target_model, batches, loss, optimizer, steps, train_step, settings,
+                            device, seed_key)
+    except (ParityError, ParityUsageError) as error:
+        raise with_stable_names(error, (source_model, target_model)) from error.__cause__
 
 
 def _require_device(framework: str, device: str) -> None:

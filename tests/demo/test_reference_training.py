@@ -13,11 +13,6 @@ from fixtures.training_ports import CASES
 
 STEPS = 3
 
-# The CUDA build of torch on a machine without a driver warns "CUDA initialization: ..." at the first backward pass
-# of the session; the training check's torch side does not filter it yet (issue 26 findings), and the suite turns
-# warnings into errors.
-pytestmark = pytest.mark.filterwarnings("ignore:CUDA initialization:UserWarning")
-
 
 @pytest.mark.parity
 @pytest.mark.parametrize("case", CASES, ids=str)

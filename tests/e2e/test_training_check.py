@@ -11,9 +11,6 @@ import pytest
 from fixtures.training_mutants import MLP_K, MLP_T, sgd
 from pytest_parity import ParityError
 
-# See tests/e2e/test_training_mutants.py: torch's "CUDA initialization" warning at the first backward of a session.
-pytestmark = pytest.mark.filterwarnings("ignore:CUDA initialization:UserWarning")
-
 
 @pytest.mark.parity
 def test_result_holds_every_step_weight_and_update(parity):

@@ -13,11 +13,6 @@ import pytest
 from fixtures.training_mutants import BASES, MUTANTS
 from pytest_parity import ParityError
 
-# The CUDA build of torch on a machine without a driver warns "CUDA initialization: ..." at the first backward pass
-# of the session; the training check's torch side does not filter it yet (issue 26 findings), and the suite turns
-# warnings into errors.
-pytestmark = pytest.mark.filterwarnings("ignore:CUDA initialization:UserWarning")
-
 
 def _run(parity, case):
     batches = case.make_batches(parity.randn, parity.randint, 3)

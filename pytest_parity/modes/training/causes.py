@@ -63,11 +63,14 @@ def _cause(tensor: str, configuration: list[str], update: tuple[np.ndarray, np.n
     related = [entry for entry in configuration if layer and (f"'{layer}" in entry or f"'{tensor}'" in entry)]
     if related:
         return related[0]
+    about_this_tensor = [text for word, text in hints if word is not None and word in tensor.lower()]
+    if about_this_tensor:
+        return about_this_tensor[0]
     if configuration:
         return sorted(configuration, key=_rank)[0]
-    fitting = [text for word, text in hints if word is None or word in tensor.lower()]
-    if fitting:
-        return fitting[0]
+    general = [text for word, text in hints if word is None]
+    if general:
+        return general[0]
     if update is not None:
         return _update_signature(*update)
     return None

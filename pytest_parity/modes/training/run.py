@@ -183,7 +183,7 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
 
     configuration_found += masks.rate_differences() + value_differences + _batch_norms_left_in_inference(
         plan, keras_side, torch_side, keras_role)
-    hints = _hints(keras_side, torch_side)
+    hints = _hints(keras_side, torch_side) + _biases_ahead_of_normalisations(plan)
     if keras_side.optimizer_settings().kind not in configuration.SAME_ALGORITHM:
         notes.append(f"no static mapping for the {keras_role}'s optimizer ({keras_side.optimizer_settings().kind}): "
                      f"its settings were compared by the steps alone")
@@ -251,6 +251,22 @@ def _hints(keras_side: TrainingSide, torch_side: TrainingSide) -> list[tuple[str
                                    f"within a batch, {settings.kind}'s second moment adds the squares of the "
                                    f"per-occurrence gradients, where torch squares their sum; the tables' updates "
                                    f"differ wherever ids repeat in a batch"))
+    return hints
+
+
+def _biases_ahead_of_normalisations(plan: TransferPlan) -> list[tuple[str | None, str]]:
+    """A bias right before a BatchNorm has an exact gradient of zero (the normalisation subtracts it again): its update
+    is float32 rounding noise, which each framework rounds its own way and Adam scales up to the learning rate."""
+    hints: list[tuple[str | None, str]] = []
+    for before, after in zip(plan.pairs, plan.pairs[1:]):
+        if after.source.op != "BatchNormalization" or "B" not in before.source.bindings:
+            continue
+        for name in before.source.bindings["B"].variables:
+            hints.append((name.lower(), f"{name!r} is a bias right before a BatchNormalization, which subtracts it "
+                                        f"again: its exact gradient is zero and its update is float32 rounding noise "
+                                        f"that each framework rounds its own way (Adam scales it up to the learning "
+                                        f"rate); it cannot change the outputs. Build that layer without a bias "
+                                        f"(use_bias=False / bias=False), as the normalisation makes it redundant"))
     return hints
 
 
