@@ -74,14 +74,14 @@ def test_bad_arguments_are_refused_with_the_fix(arguments, expected):
 
 
 def test_convert_mode_and_same_framework_pairs_are_refused_pointing_to_port_mode():
-    with pytest.raises(ParityUsageError, match="needs the target model.*inference graph.*Write the port"):
+    with pytest.raises(ParityUsageError, match=r"needs the target model.*inference graph.*Write the port"):
         _train(_keras_mlp(), None)
     with pytest.raises(ParityUsageError, match="both models are PyTorch models"):
         _train(TorchMLP(), TorchMLP(), loss=LOSSES[::-1])
 
 
 def test_randomness_the_check_cannot_reach_is_refused_not_compared_in_another_mode():
-    with pytest.raises(ParityUsageError, match="different outputs on two training-mode runs.*GaussianNoise"):
+    with pytest.raises(ParityUsageError, match=r"different outputs on two training-mode runs.*GaussianNoise"):
         _train(_keras_mlp(keras.layers.GaussianNoise(0.5)), TorchMLP())
 
 
