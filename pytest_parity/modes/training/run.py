@@ -142,16 +142,18 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
     first_inputs = flatten_inputs(batches[0][0])
     for side, inputs in ((source, first_inputs), (target, target_inputs_of(first_inputs, layouts,
                                                                            settings.input_names))):
-        _refuse_unreachable_randomness(side, _cast(inputs, source), masks, device)
+        _refuse_unreachable_randomness(side, _cast(inputs), masks, device)
 
     source_before, target_before = source.state(), target.state()
     expected_before = _as_float64(plan.transfer(source_before))
     steps: list[TrainingStep] = []
     step_updates: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
-    value_differences: list[str] = []
+    # Settings as in force at each step (schedules, a per-step epsilon): each kind of mismatch named once, at the
+    # first step that has it.
+    value_differences: dict[str, str] = {}
     for step in range(1, count + 1):
         raw_inputs, labels = batches[(step - 1) % len(batches)]
-        inputs = _cast(flatten_inputs(raw_inputs), source)
+        inputs = _cast(flatten_inputs(raw_inputs))
         target_inputs = target_inputs_of(inputs, layouts, settings.input_names)
         with dropout.injected(source.framework, masks, step, "source"):
             source_loss = source.step(inputs, labels, device)
@@ -159,10 +161,7 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
             target_loss = target.step(target_inputs, labels, device)
         for found in configuration.step_value_differences(keras_side.used_settings(step),
                                                           torch_side.used_settings(step), keras_role, step):
-            key = found.split(":", 1)[0].replace(f" at step {step}", "")
-            if not any(existing.split(":", 1)[0].replace(f" at step {_step_of(existing)}", "") == key
-                       for existing in value_differences):
-                value_differences.append(found)
+            value_differences.setdefault(found.split(":", 1)[0].replace(f" at step {step}", ""), found)
         source_after, target_after = source.state(), target.state()
         expected_after = _as_float64(plan.transfer(source_after))
         _expected_running_variances(expected_after, expected_before, source_before, source_after, plan, source,
@@ -181,18 +180,16 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
         source_before, target_before, expected_before = source_after, target_after, expected_after
     run_s = time.perf_counter() - started
 
-    configuration_found += masks.rate_differences() + value_differences + _batch_norms_left_in_inference(
+    configuration_found += masks.rate_differences() + list(value_differences.values()) + _batch_norms_left_in_inference(
         plan, keras_side, torch_side, keras_role)
     hints = _hints(keras_side, torch_side) + _biases_ahead_of_normalisations(plan)
     if keras_side.optimizer_settings().kind not in configuration.SAME_ALGORITHM:
         notes.append(f"no static mapping for the {keras_role}'s optimizer ({keras_side.optimizer_settings().kind}): "
                      f"its settings were compared by the steps alone")
     source_names = [names.get(name, name) for name in order]
-    figures = TrainingFigures(steps, configuration_found, tensors=len(order))
     figures = TrainingFigures(steps, configuration_found,
-                              causes.first_divergence(steps, source_names, configuration_found, step_updates,
-                                                      hints)
-                              if not figures.passed else None, len(order))
+                              causes.first_divergence(steps, source_names, configuration_found, step_updates, hints),
+                              len(order))
     losses = TreeComparison({f"step {s.step} loss": s.loss for s in steps}, settings.atol, settings.rtol)
     trainable = source.adapter_trainable()
     carried_source = {names.get(name, name) for name in order}
@@ -268,13 +265,6 @@ def _biases_ahead_of_normalisations(plan: TransferPlan) -> list[tuple[str | None
                                         f"rate); it cannot change the outputs. Build that layer without a bias "
                                         f"(use_bias=False / bias=False), as the normalisation makes it redundant"))
     return hints
-
-
-def _step_of(text: str) -> int:
-    marker = " at step "
-    if marker not in text:
-        return 0
-    return int(text.split(marker, 1)[1].split(":", 1)[0])
 
 
 def _static_differences(source: TrainingSide, target: TrainingSide, keras_side: TrainingSide,
@@ -357,7 +347,7 @@ def _channel_move(layouts: LayoutPair | None) -> str | None:
     return None
 
 
-def _cast(inputs: ModelInputs, source: TrainingSide) -> ModelInputs:
+def _cast(inputs: ModelInputs) -> ModelInputs:
     """Float64 inputs run at the models' float32, as the forward checks do."""
     arrays = tuple(a.astype(np.float32) if a.dtype == np.float64 else a for a in inputs.arrays)
     return inputs.with_arrays(arrays)
