@@ -76,6 +76,8 @@ def test_bad_arguments_are_refused_with_the_fix(arguments, expected):
 def test_convert_mode_and_same_framework_pairs_are_refused_pointing_to_port_mode():
     with pytest.raises(ParityUsageError, match=r"needs the target model.*inference graph.*Write the port"):
         _train(_keras_mlp(), None)
+    with pytest.raises(ParityUsageError, match=r"here Dropout 'dropout' dropped\), and training the converted"):
+        _train(TorchMLP(nn.Dropout(0.5)), None)
     with pytest.raises(ParityUsageError, match="both models are PyTorch models"):
         _train(TorchMLP(), TorchMLP(), loss=LOSSES[::-1])
 

@@ -53,12 +53,13 @@ def run_training(source_model: Any, target_model: Any, batches: Any, loss: Any, 
     count = len(batches) if steps is None else _checked_steps(steps)
     source_framework = detect_framework(source_model)
     if target_model is None:
+        found = _inference_only_layers(source_model)
         raise ParityUsageError(
-            f"parity.check_training needs the target model: a training check compares two models that train, and a "
-            f"model converted through ONNX is its inference graph ({FRAMEWORK_LABELS[source_framework]} -> ONNX "
-            f"freezes BatchNormalization into inference form and drops Dropout), so it cannot train like the source. "
-            f"Write the port in the other framework and pass it: parity.check_training(source, target, batches=..., "
-            f"loss=..., optimizer=...)")
+            "parity.check_training needs the target model: a model converted through ONNX is its inference graph "
+            + (f"(here {found}), " if found else "(BatchNormalization frozen into inference form, Dropout dropped), ")
+            + "and training the converted model is not supported, so there is nothing that trains like the source. "
+            "Write the port in the other framework and pass it: parity.check_training(source, target, batches=..., "
+            "loss=..., optimizer=...); parity.check(model, inputs=...) checks the conversion itself")
     target_framework = detect_framework(target_model)
     if source_framework == target_framework:
         raise ParityUsageError(f"parity.check_training compares a model with its port in the other framework, but "
@@ -87,6 +88,22 @@ def run_training(source_model: Any, target_model: Any, batches: Any, loss: Any, 
             adapter.assign_weights(values)
         for restore in restore_placements:
             restore()
+
+
+def _inference_only_layers(model: Any) -> str:
+    """The layers an ONNX export takes in inference form, named, e.g. "BatchNormalization 'bn' frozen into inference
+    form, Dropout 'drop' dropped"; empty when none is found (or the model cannot be walked)."""
+    try:
+        if hasattr(model, "named_modules"):
+            layers = [(name, type(module).__name__) for name, module in model.named_modules() if name]
+        else:
+            layers = [(layer.name, type(layer).__name__)
+                      for layer in model._flatten_layers(include_self=False, recursive=True)]
+    except Exception:
+        return ""
+    frozen = [f"{kind} {name!r} frozen into inference form" for name, kind in layers if "BatchNorm" in kind]
+    dropped = [f"{kind} {name!r} dropped" for name, kind in layers if "Dropout" in kind]
+    return ", ".join([*frozen, *dropped][:4])
 
 
 def _pair(argument: str, value: Any, example: str) -> tuple[Any, Any]:
