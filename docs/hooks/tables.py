@@ -9,7 +9,9 @@ fails the build. The sources:
 - ``realworld``: benchmarks/realworld_table.md, as benchmarks/realworld_sweep.py wrote it;
 - ``mutants``: benchmarks/mutants_before.jsonl and mutants_after.jsonl, summarised by benchmarks/mutants.py's own
   ``summarise`` (what ``mutants.py --merge`` writes to benchmarks/mutants_table.md);
-- ``measurements:<table>``: a table of benchmarks/measurements.json (figures the scripts print, recorded there).
+- ``measurements:<table>``: a table of benchmarks/measurements.json (figures the scripts print, recorded there);
+- ``training_mutants``: benchmarks/training_mutants.json, as benchmarks/training_mutants.py wrote it;
+- ``training_tolerances``: benchmarks/training_tolerances.json's summary, as benchmarks/training_tolerances.py wrote it.
 
     python docs/hooks/tables.py coverage            # print one table, as the build inserts it
 """
@@ -96,12 +98,45 @@ def measurements(table: str) -> str:
     return f"*{entry['caption']}.*\n\n" + markdown_table(entry["columns"], entry["rows"])
 
 
+def training_mutants() -> str:
+    report = json.loads(_read(BENCHMARKS / "training_mutants.json"))
+    summary = report["summary"]
+    yes = {True: "yes", False: "**no**"}
+    rows = [[f"`{entry['mutant']}`", entry["direction"], entry["description"].replace("|", "\\|"),
+             yes[entry["caught"]], yes[entry["cause_first"]], "yes" if entry["caught_by_outputs_only"] else "no"]
+            for entry in report["mutants"]]
+    return (f"*{summary['mutants']} training mutants ({summary['distinct_bugs']} distinct bugs): {summary['caught']} "
+            f"caught, the cause named first in {summary['cause_first']}; the outputs-only allclose catches "
+            f"{summary['caught_by_outputs_only']}. Correct ports: {summary['false_failures']} false failure(s) over "
+            f"{summary['correct_ports']} ports x {summary['seeds']} seeds.*\n\n"
+            + markdown_table(["mutant", "direction", "bug", "caught", "cause named first", "outputs-only allclose"],
+                             rows))
+
+
+def training_tolerances() -> str:
+    report = json.loads(_read(BENCHMARKS / "training_tolerances.json"))
+    summary, defaults = report["summary"], report["defaults"]
+    rows = [["correct ports, worst update (share of update_rtol's allowance)",
+             f"{summary['correct_worst_update_usage']:.3g}", f"margin {summary['correct_update_margin']:.3g}x"],
+            ["correct ports, worst weight (share of atol + rtol)", f"{summary['correct_worst_weight_usage']:.3g}",
+             f"margin {summary['correct_weight_margin']:.3g}x"]]
+    rows += [[f"mutant `{name}`, step 1 update (share of the allowance)", f"{usage:.3g}", "caught" if usage > 1
+              else "**not caught by the update**"] for name, usage in summary["mutant_step1_update_usage"].items()]
+    cost = report.get("cost", {})
+    rows += [[f"cost of a 5-step check, `{name}`", f"{figures['ratio']:.2f}x",
+              "vs 5 hand-written steps in each framework (median)"] for name, figures in cost.items()]
+    return (f"*Defaults: atol {defaults['atol']:g}, rtol {defaults['rtol']:g} (loss, weights, statistics), "
+            f"update_rtol {defaults['update_rtol']:g} (updates); {report['steps']} steps, seeds {report['seeds']}.*"
+            f"\n\n" + markdown_table(["figure", "value", "reading"], rows))
+
+
 def render(name: str) -> str:
     """The Markdown of the table called ``name``."""
     kind, _, argument = name.partition(":")
     if kind == "measurements" and argument:
         return measurements(argument)
-    makers = {"coverage": coverage, "realworld": realworld, "mutants": mutants}
+    makers = {"coverage": coverage, "realworld": realworld, "mutants": mutants, "training_mutants": training_mutants,
+              "training_tolerances": training_tolerances}
     if kind not in makers or argument:
         raise TableError(f"no generated table called {name!r}")
     return makers[kind]()

@@ -198,6 +198,8 @@ def test_generated_tables_hold_every_row_of_their_benchmark_files(site: Crawl) -
     assert len(mutant_models) in site.tables["/measurements/"]
     assert len(measurements["speed_gate_noise"]["rows"]) in site.tables["/speed/"]
     assert len(measurements["port_pairs"]["rows"]) in site.tables["/port/"]
+    training_mutants = json.loads((ROOT / "benchmarks" / "training_mutants.json").read_text())["mutants"]
+    assert len(training_mutants) in site.tables["/training/"]
 
 
 # -- the checker itself can fail ---------------------------------------------------------------------------------------
