@@ -48,6 +48,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "Default: 0 (ini: parity_seed)")
     group.addoption("--parity-report", metavar="PATH", default=None,
                     help="write every parity check's figures as JSON to PATH. Default: no report (ini: parity_report)")
+    group.addoption("--parity-shard", metavar="NAME", default=None,
+                    help="this session is one shard of a sharded run: its JSON report records the shard's name, the "
+                         "parity tests it collected and those it ran, for `python -m pytest_parity combine`. Default "
+                         "name: pytest-split's group (group-2-of-4) under --splits/--group, else host name and process "
+                         "id; a session is a shard under --splits/--group, with this option, or when --parity-report "
+                         "names a directory (DIR/ -> DIR/parity-NAME.json). See docs/sharding.md")
     group.addoption("--parity-html", metavar="PATH", default=None,
                     help="write a self-contained HTML report to PATH: summary table, per check a histogram of the "
                          "elementwise errors of outputs and gradients, per-layer figures of a failed port. Default: "
@@ -141,6 +147,7 @@ def _session_from_config(config: pytest.Config) -> ParitySession:
     # skip per test otherwise) unless the user names cuda: --parity-devices, the ini option, or a marker's devices=.
     session.drop_default_cuda = not asked_for_devices and not gpu_may_be_present()
     session.html_path = config.getoption("parity_html") or str(config.getini("parity_html")) or None
+    _configure_shard(config, session)
     _configure_baseline(config, session)
     _refuse_one_file_for_two_outputs(config, session)
     _configure_conversion_cache(config, session)
@@ -188,6 +195,73 @@ def _is_parity_html(path: str) -> bool:
             return "<title>Parity report:" in stream.read(4096)
     except OSError:
         return False
+
+
+# A sharded session's record of itself (reports/combine.py's shard_block reads it): name, pytest-split's group and
+# splits, the parity tests collected before a splitting plugin deselected, those selected, and each one's outcome.
+SHARD_KEY = pytest.StashKey[dict[str, Any]]()
+WORKER_SHARD_KEY = "parity_shard"
+
+
+def _configure_shard(config: pytest.Config, session: ParitySession) -> None:
+    """A shard: under pytest-split's --splits/--group, with --parity-shard, or with --parity-report naming a directory
+    (the report then goes to DIR/parity-NAME.json). Anything else is a plain session and writes the plain report."""
+    import os
+
+    explicit = config.getoption("parity_shard")
+    splits, group = getattr(config.option, "splits", None), getattr(config.option, "group", None)
+    path = session.report_path
+    to_directory = bool(path) and (path.endswith(("/", os.sep)) or os.path.isdir(path))  # type: ignore[union-attr]
+    if not (explicit or (splits and group) or to_directory):
+        return
+    from pytest_parity.reports.combine import shard_name, shard_report_name
+
+    name = shard_name(explicit, group if splits else None, splits if group else None)
+    config.stash[SHARD_KEY] = {"name": name, "group": group if splits else None, "splits": splits if group else None,
+                               "collected": [], "selected": [], "ran": {}}
+    if to_directory:
+        session.report_path = os.path.join(path, shard_report_name(name))  # type: ignore[arg-type]
+    config.pluginmanager.register(_ShardRecorder(config.stash[SHARD_KEY]), "parity-shard-recorder")
+
+
+def _parity_ids(items: list[pytest.Item]) -> list[str]:
+    return [item.nodeid for item in items if "parity" in getattr(item, "fixturenames", ())]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A shard's collected parity tests: after -k/-m and the user's own hooks, before a splitting plugin's trylast
+    hook registered later (pytest-split's, registered at configure) deselects the other shards' tests."""
+    shard = config.stash.get(SHARD_KEY, None)
+    if shard is not None:
+        shard["collected"] = _parity_ids(items)
+        shard["snapshot"] = True
+
+
+class _ShardRecorder:
+    """What a shard selected and how each of its parity tests ended (registered only in a sharded session)."""
+
+    def __init__(self, shard: dict[str, Any]) -> None:
+        self.shard = shard
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        # Deselected after the collected snapshot (a splitting plugin that ran before this plugin's hook would not be
+        # seen there): still collected by this shard.
+        if self.shard.get("snapshot"):
+            known = set(self.shard["collected"])
+            self.shard["collected"].extend(nodeid for nodeid in _parity_ids(items) if nodeid not in known)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.shard["selected"] = list(dict.fromkeys([*self.shard["selected"], *_parity_ids(session.items)]))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        ran = self.shard["ran"]
+        if report.when == "call":
+            ran[report.nodeid] = report.outcome
+        elif report.when == "setup" and not report.passed:
+            ran[report.nodeid] = "error" if report.failed else "skipped"
+        elif report.when == "teardown" and report.failed and ran.get(report.nodeid) == "passed":
+            ran[report.nodeid] = "error"
 
 
 def _configure_conversion_cache(config: pytest.Config, session: ParitySession) -> None:
@@ -339,6 +413,13 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         merge_worker_records(session.records, batch)
     if session is not None:
         session.import_s += getattr(node, "workeroutput", {}).get(WORKER_IMPORT_KEY, 0.0)
+    shard = node.config.stash.get(SHARD_KEY, None)
+    collected = getattr(node, "workeroutput", {}).get(WORKER_SHARD_KEY)
+    if shard is not None and collected:
+        # Every worker collects the whole shard: the union, in collection order (outcomes reach the controller as
+        # reports, recorded by its own _ShardRecorder).
+        for key in ("collected", "selected"):
+            shard[key] = list(dict.fromkeys([*shard[key], *collected[key]]))
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -380,6 +461,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         # Workers hand their records to the controller, which prints the one summary and writes the one report.
         session.config.workeroutput[WORKER_RECORDS_KEY] = parity_session.records  # type: ignore[attr-defined]
         session.config.workeroutput[WORKER_IMPORT_KEY] = parity_session.import_s  # type: ignore[attr-defined]
+        shard = session.config.stash.get(SHARD_KEY, None)
+        if shard is not None:
+            session.config.workeroutput[WORKER_SHARD_KEY] = {  # type: ignore[attr-defined]
+                "collected": shard["collected"], "selected": shard["selected"]}
         return
     if parity_session.baseline_update:
         from pytest_parity.reports import baseline
@@ -398,10 +483,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _write_reports(session: pytest.Session, parity_session: ParitySession, exitstatus: int) -> None:
     """The JSON and HTML reports asked for; one that cannot be written is reported and left out of the summary."""
+    from functools import partial
+
     from pytest_parity.reports.html import write_html
     from pytest_parity.reports.records import write_json
 
-    for what, attribute, write in (("parity report", "report_path", write_json),
+    shard = session.config.stash.get(SHARD_KEY, None)
+    write_report: Any = write_json
+    if shard is not None:
+        from pytest_parity.reports.combine import shard_block
+
+        write_report = partial(write_json, shard=shard_block(shard))
+    for what, attribute, write in (("parity report", "report_path", write_report),
                                    ("parity HTML report", "html_path", write_html)):
         path = getattr(parity_session, attribute)
         if not path:

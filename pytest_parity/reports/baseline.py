@@ -31,9 +31,32 @@ class Baseline:
     path: str
     entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    # Entries whose speed ratio was taken on another kind of machine than this one: their speed is not compared (the
+    # entry's "machine", else the environment block's; see records.machine).
+    speed_other_machine: int = 0
 
 
-def load(path: str) -> Baseline:
+def machine_of(entry: dict[str, Any], environment: dict[str, Any]) -> str | None:
+    """The machine an entry's speed figures were taken on: its own "machine" key (a combined report's entry from a
+    shard on another kind of machine), else its report's environment block; None when not recorded (older files)."""
+    return entry.get("machine") or environment.get("machine")
+
+
+def load(path: str, this_machine: str | None = None) -> Baseline:
+    """The baseline at ``path``. Speed ratios stay keyed by machine: an entry taken on another kind of machine than
+    ``this_machine`` (default: this one) keeps its output and gradient figures but not its speed, which is not compared
+    across machine kinds."""
+    baseline = _load(path)
+    here = report.machine() if this_machine is None else this_machine
+    for entry in baseline.entries.values():
+        taken_on = machine_of(entry, baseline.environment)
+        if entry.get("speed") and taken_on is not None and taken_on != here:
+            entry["speed"] = None
+            baseline.speed_other_machine += 1
+    return baseline
+
+
+def _load(path: str) -> Baseline:
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -94,7 +117,7 @@ def refuse_to_overwrite_unreadable(path: str) -> None:
     if not Path(path).exists():
         return
     try:
-        load(path)
+        _load(path)
     except BaselineError as error:
         raise BaselineError(f"{error}\n--parity-baseline-update refuses to replace it: the entries of tests that do "
                             f"not run this time would be lost. The file is left as it is; fix it (resolve merge "
@@ -131,17 +154,25 @@ def drift(new: dict[str, Any], old: dict[str, Any], factor: float = DEFAULT_FACT
     return problems
 
 
-def update(path: str, records: list[dict[str, Any]]) -> tuple[int, int]:
-    """Write the session's records as the baseline, keeping entries of tests that did not run this time; returns
-    (entries from this session, entries kept)."""
+def update(path: str, records: list[dict[str, Any]], environment: dict[str, Any] | None = None) -> tuple[int, int]:
+    """Write the session's records as the baseline, keeping entries of tests that did not run this time (a shard
+    never prunes or rewrites the entries of tests it did not run); returns (entries from this session, entries kept).
+    ``environment``: the block the records were taken in when not this process's (``combine --update-baseline``)."""
     kept: list[dict[str, Any]] = []
     # A refused check has no figures to gate on: its old entry, if any, stays until the check runs again.
     records = [entry for entry in records if not entry.get("refused")]
+    new_environment = report.environment() if environment is None else environment
     if Path(path).exists():
         # An unreadable file raises: it was refused at session start, and must not be replaced by a partial one now.
-        kept = [entry for key, entry in load(path).entries.items()
-                if key not in {(r["nodeid"], r["device"]) for r in records}]
-    report.write_json(path, kept + list(records))
+        old = _load(path)
+        ran = {(r["nodeid"], r["device"]) for r in records}
+        kept = [entry for key, entry in old.entries.items() if key not in ran]
+        # A kept entry's speed stays keyed by the machine it was taken on, when the new block names another.
+        for entry in kept:
+            taken_on = machine_of(entry, old.environment)
+            if taken_on and "machine" not in entry and taken_on != new_environment.get("machine"):
+                entry["machine"] = taken_on
+    report.write_json(path, kept + list(records), environment_block=new_environment)
     return len(records), len(kept)
 
 
@@ -170,6 +201,9 @@ def compared_line(baseline: Baseline, records: list[dict[str, Any]]) -> str:
     if len(checked) > len(with_entry):
         line += (f"; {len(checked) - len(with_entry)} check(s) without an entry (--parity-baseline-update adds "
                  f"them)")
+    if baseline.speed_other_machine:
+        line += (f"; speed not compared for {baseline.speed_other_machine} {_entries(baseline.speed_other_machine)} "
+                 f"taken on another kind of machine")
     return line
 
 

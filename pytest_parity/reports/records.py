@@ -84,8 +84,33 @@ def merge_worker_records(records: list[dict[str, Any]], batch: list[dict[str, An
     records[:] = sorted([*records, *batch], key=lambda entry: entry["nodeid"])
 
 
+def machine() -> str:
+    """The kind of machine a session ran on, for telling speed figures apart: "Linux x86_64, AMD EPYC 7B13, 2 CPUs"
+    (and the GPU's model when the NVIDIA driver names it). Read from the platform and /proc, no framework imported.
+    Speed ratios taken on one kind of machine are not compared with another's (baseline.load, combine)."""
+    parts = [f"{platform.system()} {platform.machine()}".strip()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
+            model = next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), "")
+    except OSError:
+        model = platform.processor()
+    if model:
+        parts.append(" ".join(model.split()))
+    parts.append(f"{os.cpu_count() or 1} CPUs")
+    gpus = []
+    for information in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        try:
+            text = information.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        gpus.extend(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model:"))
+    if gpus:
+        parts.append(" + ".join(gpus))
+    return ", ".join(parts)
+
+
 def environment() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version(), "machine": machine()}
     for name in ENVIRONMENT_PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
@@ -109,19 +134,29 @@ def outcome(entry: dict[str, Any]) -> str:
     return "drift" if entry.get("drift") else "fail"
 
 
-def document(records: list[dict[str, Any]]) -> dict[str, Any]:
+def document(records: list[dict[str, Any]], shard: dict[str, Any] | None = None,
+             environment_block: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report as one plain dict: what the JSON file holds and what the HTML report is drawn from. Each result
-    gains its ``outcome`` (a key added beside the others; the records themselves are left as they are)."""
-    return {
+    gains its ``outcome`` (a key added beside the others; the records themselves are left as they are).
+
+    ``shard``: a sharded session's block (which shard, what it collected and ran; docs/sharding.md), added as the key
+    ``shard``; ``environment_block``: the environment the records were taken in, when that is not this process's (a
+    combined report, a baseline written by ``python -m pytest_parity combine``)."""
+    taken_in = environment() if environment_block is None else dict(environment_block)
+    built = {
         "version": REPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": {**environment(), "devices": sorted({entry["device"] for entry in records})},
+        "environment": {**taken_in, "devices": sorted({entry["device"] for entry in records})},
         "results": [{**entry, "outcome": outcome(entry)} for entry in records],
     }
+    if shard is not None:
+        built["shard"] = shard
+    return built
 
 
-def write_json(path: str, records: list[dict[str, Any]]) -> None:
-    write_atomically(path, json.dumps(document(records), indent=2) + "\n")
+def write_json(path: str, records: list[dict[str, Any]], shard: dict[str, Any] | None = None,
+               environment_block: dict[str, Any] | None = None) -> None:
+    write_atomically(path, json.dumps(document(records, shard, environment_block), indent=2) + "\n")
 
 
 def write_atomically(path: str, text: str) -> None:

@@ -58,7 +58,8 @@ def allowed(importer: str, imported: str) -> bool:
         return not _within(imported, (f"{P}.reports", f"{P}.fixture", f"{P}.plugin"))
     if importer == f"{P}.fixture":
         return imported != f"{P}.plugin"
-    return importer == f"{P}.plugin"
+    # The plugin and the command line (python -m pytest_parity combine) are the package's two entry points.
+    return importer in (f"{P}.plugin", f"{P}.__main__")
 
 
 def test_the_package_has_no_import_cycle():
