@@ -210,8 +210,8 @@ def _configure_shard(config: pytest.Config, session: ParitySession) -> None:
 
     explicit = config.getoption("parity_shard")
     splits, group = getattr(config.option, "splits", None), getattr(config.option, "group", None)
-    path = session.report_path
-    to_directory = bool(path) and (path.endswith(("/", os.sep)) or os.path.isdir(path))  # type: ignore[union-attr]
+    path = session.report_path or ""
+    to_directory = bool(path) and (path.endswith(("/", os.sep)) or os.path.isdir(path))
     if not (explicit or (splits and group) or to_directory):
         return
     from pytest_parity.reports.combine import shard_name, shard_report_name
@@ -220,7 +220,7 @@ def _configure_shard(config: pytest.Config, session: ParitySession) -> None:
     config.stash[SHARD_KEY] = {"name": name, "group": group if splits else None, "splits": splits if group else None,
                                "collected": [], "selected": [], "ran": {}}
     if to_directory:
-        session.report_path = os.path.join(path, shard_report_name(name))  # type: ignore[arg-type]
+        session.report_path = os.path.join(path, shard_report_name(name))
     config.pluginmanager.register(_ShardRecorder(config.stash[SHARD_KEY]), "parity-shard-recorder")
 
 

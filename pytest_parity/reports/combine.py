@@ -269,7 +269,7 @@ def _merged_outcome(outcomes: dict[str, str]) -> str:
     return max(outcomes.values(), key=lambda word: SEVERITY.get(word, 0))
 
 
-def _environment(shards: list[ShardReport]) -> tuple[dict[str, Any], dict[str, str] | None, list[str]]:
+def _environment(shards: list[ShardReport]) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
     """The combined environment block: what all shards share, and for what differs the values with their shards.
     Also each shard's machine when they differ (each result then carries its own), and notes on what differs."""
     blocks = {shard.name: {key: value for key, value in (shard.document.get("environment") or {}).items()
@@ -307,7 +307,7 @@ def _shard_summary(shard: ShardReport) -> dict[str, Any]:
 
 def _missing_groups(shards: list[ShardReport]) -> list[str]:
     """pytest-split groups with no report (and shards split different ways)."""
-    splits = {(shard.shard or {}).get("splits") for shard in shards} - {None}
+    splits: set[int] = {split for shard in shards if isinstance(split := (shard.shard or {}).get("splits"), int)}
     if not splits:
         return []
     if len(splits) > 1:
@@ -334,7 +334,12 @@ def write_json(path: str, combined: Combined) -> None:
 def write_html(path: str, combined: Combined) -> None:
     from pytest_parity.reports.html import render
 
-    page = render(combined.document)
+    try:
+        page = render(combined.document)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CombineError(f"a result lacks a figure the HTML report draws ({type(error).__name__}: {error}): the "
+                           f"reports were not written by pytest-parity's --parity-report, or were edited. Regenerate "
+                           f"them, or combine without --html.") from None
     page = page.replace("<h2>Checks</h2>", _combined_section(combined) + "\n<h2>Checks</h2>", 1)
     report.write_atomically(path, page)
 

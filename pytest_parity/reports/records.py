@@ -97,7 +97,7 @@ def machine() -> str:
     if model:
         parts.append(" ".join(model.split()))
     parts.append(f"{os.cpu_count() or 1} CPUs")
-    gpus = []
+    gpus: list[str] = []
     for information in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
         try:
             text = information.read_text(encoding="utf-8", errors="replace")
