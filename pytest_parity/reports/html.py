@@ -111,8 +111,9 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
     grads = entry["grads"] or {}
     state = "passed" if entry["passed"] else "failed"
     result = result_cell(entry)
+    training = entry.get("training")
     details = [("route", entry["route"]), ("device", entry["device"]),
-               ("outputs", f"max abs {figure_text(outputs['max_abs'])}, max rel {figure_text(outputs['max_rel'])}, "
+               ("losses per step" if training else "outputs", f"max abs {figure_text(outputs['max_abs'])}, max rel {figure_text(outputs['max_rel'])}, "
                            f"{outputs['mismatched']} of {outputs['total']} mismatched (atol {outputs['atol']:g}, "
                            f"rtol {outputs['rtol']:g})")]
     if grads:
@@ -126,7 +127,7 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
                                      + near_ties))
     account = entry.get("weight_account")
     if account:
-        details.append(("weights", _account_details(account)))
+        details.append(("weights", _account_details(account, trained=bool(training))))
     if entry["speed"]:
         details.append(("speed", speed_details(entry["speed"])))
     conversion = f"{entry['conversion_s']:.2f} s"
@@ -254,10 +255,12 @@ def _small(text: str | None) -> str:
     return f" <small>({escape(text)})</small>" if text else ""
 
 
-def _account_details(account: dict[str, Any]) -> str:
+def _account_details(account: dict[str, Any], trained: bool = False) -> str:
     if not account.get("gradients_checked", True):
         return f"gradients of {account['total']} trainable weight(s) not compared (grad=False)"
-    text = f"gradients of {account['compared']} of {account['total']} trainable weight(s) compared"
+    text = (f"{account['compared']} of {account['total']} trainable weight(s) trained and compared after every step "
+            f"(values and updates)" if trained else
+            f"gradients of {account['compared']} of {account['total']} trainable weight(s) compared")
     for key, what in (("uncompared", "not compared"), ("allowed", "not compared, allowed"), ("unused", "unused")):
         if account.get(key):
             text += f"; {what}: " + ", ".join(f"{name} ({why})" for name, why in account[key].items())

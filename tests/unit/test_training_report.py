@@ -49,6 +49,7 @@ def test_the_html_report_draws_the_loss_curves_and_names_the_divergence():
     assert 'aria-label="loss curves"' in page and 'aria-label="tolerance usage per step"' in page
     assert page.count("<polyline") == 4  # source and target losses, worst weights and worst updates
     assert "use lr=0.1" in page and "diverges first" in page
+    assert "<dt>losses per step</dt>" in page
 
 
 def test_junit_key_figures_of_a_training_check():
