@@ -112,10 +112,11 @@ def _check_section(index: int, entry: dict[str, Any]) -> str:
     state = "passed" if entry["passed"] else "failed"
     result = result_cell(entry)
     training = entry.get("training")
+    figures_text = (f"max abs {figure_text(outputs['max_abs'])}, max rel {figure_text(outputs['max_rel'])}, "
+                    f"{outputs['mismatched']} of {outputs['total']} mismatched (atol {outputs['atol']:g}, "
+                    f"rtol {outputs['rtol']:g})")
     details = [("route", entry["route"]), ("device", entry["device"]),
-               ("losses per step" if training else "outputs", f"max abs {figure_text(outputs['max_abs'])}, max rel {figure_text(outputs['max_rel'])}, "
-                           f"{outputs['mismatched']} of {outputs['total']} mismatched (atol {outputs['atol']:g}, "
-                           f"rtol {outputs['rtol']:g})")]
+               ("losses per step" if training else "outputs", figures_text)]
     if grads:
         failed = [name for name, comparison in grads.items() if not comparison["passed"]]
         worst_name, worst = worst_gradient(entry)
