@@ -21,6 +21,7 @@ __all__ = ["KNOWN_DEVICES", "MARKER_ARGUMENTS", "ParitySettings", "parse_devices
 
 TIMED_CHOICES = ("forward", "forward_backward")
 KNOWN_TARGETS = ("torch", "tensorflow")
+TARGET_WEIGHTS_CHOICES = ("carried", "loaded")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class ParitySettings:
     # dict, where two implementations name them differently (input_ids vs token_ids); see port/io_names.
     input_names: tuple[tuple[str, str], ...] | None = None
     output_names: tuple[tuple[str, str], ...] | None = None
+    # Port mode: "carried" (the check writes the source's weights into the target) or "loaded" (the target keeps the
+    # weights the user loaded into it, e.g. with their checkpoint converter; each carried tensor is compared with the
+    # check's own transfer and a difference fails, naming the layout that would make it equal: see port/loaded).
+    target_weights: str = "carried"
 
 
 MARKER_ARGUMENTS = tuple(f.name for f in fields(ParitySettings))
@@ -134,6 +139,13 @@ def _check_value(name: str, value: Any) -> Any:
                                f"non-empty list of weight names or fnmatch patterns to allow, e.g. ['bn/*']")
     if name in ("input_names", "output_names"):
         return _check_names(name, value)
+    if name == "target_weights":
+        if value not in TARGET_WEIGHTS_CHOICES:
+            raise ParityUsageError(f"parity argument target_weights={value!r} must be one of {TARGET_WEIGHTS_CHOICES}: "
+                                   f"'carried' (port mode writes the source's weights into the target) or 'loaded' "
+                                   f"(the target keeps the weights you loaded into it, and the check compares them "
+                                   f"with its own transfer)")
+        return value
     if name == "layouts":
         pair = parse_layouts(value)
         return None if pair is None else (pair.source, pair.target)

@@ -36,7 +36,7 @@ from pytest_parity.settings import ParitySettings
 from pytest_parity.verdict import compare, float64_referee
 from pytest_parity.verdict.gradients import compare_gradients, input_label
 from pytest_parity.verdict.messages import failure_message, float32_rounding_hint
-from pytest_parity.verdict.weight_accounting import account_weights
+from pytest_parity.verdict.weight_accounting import account_weights, unmatched_reasons
 
 # A transferred weight must be a copy: float32 resolution is ~6e-8 relative, converters only move elements around.
 WEIGHT_ATOL = 0.0
@@ -52,6 +52,10 @@ def run_convert(source_model: Any, source_framework: str, inputs: ModelInputs, s
             raise ParityUsageError(f"{name}=... applies to port mode (parity.check(source, target, ...)); in convert "
                                    f"mode the converted model takes the source's inputs and gives its outputs as "
                                    f"they are")
+    if settings.target_weights != "carried":
+        raise ParityUsageError(f"target_weights={settings.target_weights!r} applies to port mode (parity.check(source, "
+                               f"target, ...)), where the target is a model you loaded weights into; in convert mode "
+                               f"the converted model's weights come from the conversion")
     target_framework = settings.target or DEFAULT_TARGET[source_framework]
     source = load_adapter(source_framework, source_model)
     with checked_model(source, inputs, device, settings, seed_key) as prepared:
@@ -129,7 +133,8 @@ def compare_models(source: ModelAdapter, inputs: ModelInputs, target_framework: 
     result = ParityResult(
         route=conversion.route, device=device, outputs=outputs, grads=grads, weights=weights,
         weight_names={m.source_name: m.target_name for m in matching.matches},
-        unmatched_weights=dict(matching.unmatched), weight_account=account, speed=speed, conversion_s=conversion_s,
+        unmatched_weights=unmatched_reasons(dict(matching.unmatched), account, source.trainable_names()),
+        weight_account=account, speed=speed, conversion_s=conversion_s,
         run_s=run_s, conversion_cache=conversion.cache_outcome, import_s=import_s,
         notes=[*input_notes(inputs), *left_out_note(source.left_out_outputs, source.description),
                *([export_note] if export_note else [])])

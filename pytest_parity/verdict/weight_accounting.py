@@ -4,7 +4,12 @@ A PASS says every trainable weight's gradient was compared. A weight the check c
 converter folded it into another tensor, merged it with an equal one, a port has no counterpart for it) is named with
 the reason and fails the check, unless the user accepted it by name or pattern (unmatched_weights=): then the pass
 is partial, and says so. A weight whose source gradient is absent or exactly zero on these inputs does not influence
-the outputs: it is reported as unused, not as a failure.
+the outputs: it is reported as unused, not as a failure. A weight trainable on one side of a port and frozen on the
+other always fails, whatever unmatched_weights= accepts: it is a defect of the port, not a limit of the check.
+
+``result.unmatched_weights`` (the weights the check found no counterpart for) and the account describe the same weights
+alike: ``unmatched_reasons`` gives an unused weight the account's reason, and says of a non-trainable tensor (a buffer,
+a frozen weight) that it is not trainable, so not part of the account, instead of a converter's folding.
 """
 
 from __future__ import annotations
@@ -18,17 +23,29 @@ import numpy as np
 from pytest_parity.result import Comparison, WeightAccount
 from pytest_parity.verdict import tolerances
 
+# How the reason for a weight trainable on one side only begins (modes/port/trainability): the failure's advice for it
+# is to make the two sides alike, not to accept a partial pass.
+FROZEN_ON_ONE_SIDE = "trainable on one side only:"
+# How ``unmatched_reasons`` begins the reason of a weight the account reports as unused, and of a non-trainable tensor.
+UNUSED = "unused:"
+NOT_TRAINABLE = "not trainable:"
+
 
 def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_compared: dict[str, str],
                     source_gradients: dict[str, Any] | None, accepted: str | tuple[str, ...],
                     gradients_checked: bool, comparisons: dict[str, Comparison] | None = None,
-                    zero_in_exact_arithmetic: Iterable[str] = ()) -> WeightAccount:
+                    zero_in_exact_arithmetic: Iterable[str] = (),
+                    frozen_on_one_side: dict[str, str] | None = None) -> WeightAccount:
     """``why_not_compared``: reasons the mode knows for weights it could not follow; any other trainable weight
     that was not compared gets a generic one. ``accepted``: "fail" (none), "allow" (all), or names / fnmatch
     patterns. ``comparisons``: the gradient comparisons, to find those a zeroed target would also pass;
     ``zero_in_exact_arithmetic``: those of them a float64 run showed to be zero (there a zero target is right).
-    The others are not comparisons a wrong value would fail: not compared, with the reason."""
-    trainable = list(dict.fromkeys(trainable))
+    The others are not comparisons a wrong value would fail: not compared, with the reason.
+    ``frozen_on_one_side``: weights trainable on one side of a port and frozen on the other, with the reason; they
+    count among the trainable weights (even when it is the source that freezes them) and are never compared, unused
+    or accepted."""
+    frozen = frozen_on_one_side or {}
+    trainable = list(dict.fromkeys([*trainable, *frozen]))
     if not gradients_checked:
         # grad=False: the user asked for no gradients at all; the account says so instead of failing each weight.
         return WeightAccount(total=len(trainable), compared=0, gradients_checked=False)
@@ -38,6 +55,9 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
     unused: dict[str, str] = {}
     comparisons = comparisons or {}
     for name in trainable:
+        if name in frozen:
+            uncompared[name] = frozen[name]
+            continue
         if name in done:
             # Matched, but with no gradient in the source on these inputs (None, or exactly zero: a saturated
             # softmax, a branch behind dead ReLUs, an argmax): a zeroed target would pass its comparison, so it
@@ -57,7 +77,8 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
             uncompared[name] = reason
     exact_zero = set(zero_in_exact_arithmetic)
     near_zero = [name for name in trainable
-                 if name in done and name in comparisons and tolerances.halved_would_pass(comparisons[name])]
+                 if name in done and name not in frozen and name in comparisons
+                 and tolerances.halved_would_pass(comparisons[name])]
     # A comparison a halved (or zeroed) target would pass, where no float64 run told a zero gradient from a vanished
     # one, is not a comparison a wrong value would fail: the weight counts as not compared (allowed by name for a
     # partial pass).
@@ -71,7 +92,8 @@ def account_weights(trainable: Iterable[str], compared: Iterable[str], why_not_c
         (allowed if _accepted(name, accepted) else uncompared)[name] = reason
     return WeightAccount(total=len(trainable),
                          compared=sum(1 for name in trainable
-                                      if name in done and name not in within_rounding and name not in unused),
+                                      if name in done and name not in within_rounding and name not in unused
+                                      and name not in frozen),
                          uncompared=uncompared, allowed=allowed, unused=unused,
                          within_rounding_of_zero=tuple(within_rounding),
                          zero_in_exact_arithmetic=tuple(name for name in near_zero if name in exact_zero))
@@ -99,7 +121,39 @@ def uncompared_section(account: WeightAccount, limit: int) -> list[str]:
         lines.append(f"  weight {name!r}: {reason}")
     if len(account.uncompared) > limit:
         lines.append(f"  ... and {len(account.uncompared) - limit} more")
-    lines.append("  What you can do: give the weights distinct, non-constant values if they are equal or constant; "
-                 "or accept a partial pass for these weights by name with unmatched_weights=[...] (fnmatch patterns "
-                 "allowed), or unmatched_weights='allow' for all; the result then says which were not compared")
+    frozen = [reason for reason in account.uncompared.values() if reason.startswith(FROZEN_ON_ONE_SIDE)]
+    if len(frozen) < len(account.uncompared):
+        lines.append("  What you can do: give the weights distinct, non-constant values if they are equal or "
+                     "constant; or accept a partial pass for these weights by name with unmatched_weights=[...] "
+                     "(fnmatch patterns allowed), or unmatched_weights='allow' for all; the result then says which "
+                     "were not compared")
+    if frozen:
+        lines.append("  A weight trainable on one side only is a defect of the port, not a limit of the check: "
+                     "freeze or unfreeze the layer alike on both sides (requires_grad in PyTorch, trainable in "
+                     "Keras), as each line says; unmatched_weights= does not accept it")
     return lines
+
+
+def unmatched_reasons(unmatched: dict[str, str], account: WeightAccount | None, trainable: Iterable[str],
+                      reasons_known: bool = False) -> dict[str, str]:
+    """``result.unmatched_weights`` told as the weight account tells the same weights: a weight the account reports
+    unused gets its reason, prefixed ``unused:``; a tensor that is not trainable (a buffer such as a rotary embedding's
+    inverse frequencies, a frozen weight) is not in the account, and says so, prefixed ``not trainable:``, instead of a
+    reason written for a trainable weight (a converter folding it into another tensor). The others keep theirs.
+    ``reasons_known``: the mode's reasons are facts (port mode: a layer never called), kept after the prefix; convert
+    mode's are the likeliest cause of a tensor not found, which the account's reason replaces."""
+    trainable = set(trainable)
+    unused = account.unused if account is not None else {}
+    reasons: dict[str, str] = {}
+    for name, reason in unmatched.items():
+        known = f" ({reason})" if reasons_known else ""
+        if name in unused:
+            reasons[name] = f"{UNUSED} {unused[name]}{known}"
+        elif name not in trainable:
+            reasons[name] = (f"{NOT_TRAINABLE} it has no gradient, so it is not part of the weight account{known}; no "
+                             f"tensor of the target was found to hold its values (a buffer the forward pass does not "
+                             f"read, or one folded into another tensor). Where the model reads it, the outputs "
+                             f"comparison covers it")
+        else:
+            reasons[name] = reason
+    return reasons

@@ -4,6 +4,11 @@ Same contract as convert mode (``check.run_check``): the source is the reference
 as vector-Jacobian products with a seeded cotangent, gradients are reported by the source's variable names (with the
 target's names in ``result.weight_names``). Both models get their own weights back afterwards, so a check leaves no
 trace in the user's models.
+
+With target_weights='loaded' the target keeps the weights the user loaded into it (their checkpoint converter is the
+code under test): the plan is still made, and the target still runs once with the check's transfer to settle flatten
+orders, but the user's weights go back in before anything is compared, and each carried tensor of theirs is compared
+with the transfer (port/loaded). Outputs and gradients are compared as with carried weights.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from pytest_parity.errors import ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices, left_out_note
 from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
-from pytest_parity.modes.port import divergence, io_names
+from pytest_parity.modes.port import divergence, io_names, loaded, trainability
 from pytest_parity.modes.port.ops import ModelStructure
 from pytest_parity.modes.port.transfer import TransferPlan, plan_transfer, settle_flatten_orders
 from pytest_parity.modes.steps import (
+    initializer_pattern,
     input_notes,
     make_cotangent_source,
     measure_speed_if_asked,
@@ -41,7 +47,7 @@ from pytest_parity.settings import ParitySettings
 from pytest_parity.verdict import compare, float64_referee
 from pytest_parity.verdict.gradients import compare_gradients, input_label
 from pytest_parity.verdict.messages import failure_message
-from pytest_parity.verdict.weight_accounting import account_weights
+from pytest_parity.verdict.weight_accounting import account_weights, unmatched_reasons
 
 
 def _record(adapter: ModelAdapter, inputs: ModelInputs, device: str) -> ModelStructure:
@@ -93,7 +99,7 @@ def run_port(source_model: Any, target_model: Any, source_framework: str, target
         inputs = prepare_source(source, inputs, device)
         _build_target(target, target_inputs_of(inputs, layouts, settings.input_names), device)
         originals = [(source, source.weights()), (target, target.weights())]
-        if settings.randomize_constant_weights:
+        if settings.randomize_constant_weights and settings.target_weights == "carried":
             randomize_constant_weights(source, seeded_generator(seed_key, settings.seed, "weights"))
             # The target's own values are overwritten by the transfer; randomizing them first only keeps a graph
             # read through ONNX (tf.Module targets) from losing zero biases that tf2onnx drops.
@@ -117,7 +123,13 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
     with devices.exact_float32({source.framework, target.framework}, device):
         started = time.perf_counter()
         source_values = source.weights()
-        plan, source_structure = carry_weights(source, target, inputs, target_inputs, device)
+        loaded_values = target.weights() if settings.target_weights == "loaded" else None
+        if loaded_values is None:
+            plan, source_structure = carry_weights(source, target, inputs, target_inputs, device)
+        else:
+            plan, source_structure = _plan_keeping_loaded(source, target, inputs, target_inputs, device, loaded_values)
+        frozen = trainability.frozen_on_one_side(plan, source.trainable_names(), target.trainable_names(),
+                                                 source.framework, target.framework)
         conversion_s = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -152,7 +164,8 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             target_input_grads = [None if g is None else (layouts.target_to_source(g) if layouts else g)
                                   for g in (target_input_grads or [])]
             carried = plan.gradients_to_source(target_weight_grads or {})
-            trainable = [name for name in source.trainable_names() if name in carried]
+            # A weight frozen on one side is not compared (one side has no gradient): the account fails it by name.
+            trainable = [name for name in source.trainable_names() if name in carried and name not in frozen]
             grads = compare_gradients(inputs, source_input_grads or [], target_input_grads,
                                                source_weight_grads or {}, carried, trainable, settings)
             near_zero = _judge_near_zero_in_float64(grads, source, target, inputs, target_inputs, layouts, plan,
@@ -167,12 +180,21 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         compared = [name for name in (grads or {}) if name in source_values]
         account = account_weights(source.trainable_names(), compared, dict(plan.unused), source_weight_grads,
                                   settings.unmatched_weights, settings.grad, grads,
-                                  near_zero.zero_in_exact_arithmetic if near_zero else ())
+                                  near_zero.zero_in_exact_arithmetic if near_zero else (),
+                                  frozen_on_one_side=frozen)
+        weights: dict[str, Comparison] = {}
+        loaded_notes: list[str] = []
+        if loaded_values is not None:
+            weights, loaded_notes = loaded.compare_loaded(plan, source_values, loaded_values, source_structure,
+                                                          target.framework)
+            loaded_notes += _loaded_constant_note(source_values, settings)
         result = ParityResult(
             route=f"port: {source.framework} -> {target.framework}", device=device,
-            outputs=outputs, grads=grads, weight_names=names, unmatched_weights=dict(plan.unused),
+            outputs=outputs, grads=grads, weights=weights, weight_names=names,
+            unmatched_weights=unmatched_reasons(dict(plan.unused), account, source.trainable_names(),
+                                                reasons_known=True),
             weight_account=account, speed=speed,
-            conversion_s=conversion_s, run_s=run_s, notes=[*plan.notes, *input_notes(inputs),
+            conversion_s=conversion_s, run_s=run_s, notes=[*plan.notes, *loaded_notes, *input_notes(inputs),
                    *left_out_note(source.left_out_outputs, source.description),
                    *left_out_note(target.left_out_outputs, target.description),
                    *([f"outputs of {target.description} that output_names= gives no source output for, so not "
@@ -207,6 +229,36 @@ def carry_weights(source: ModelAdapter, target: ModelAdapter, inputs: ModelInput
     settle_flatten_orders(plan, source_structure, target_structure, source_values,
                           lambda: _record_target(target, target_inputs, device), target.assign_weights)
     return plan, source_structure
+
+
+def _plan_keeping_loaded(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, target_inputs: ModelInputs,
+                         device: str, loaded_values: dict[str, np.ndarray]) -> tuple[TransferPlan, ModelStructure]:
+    """carry_weights for target_weights='loaded': the same plan and flatten orders (settling them runs the target with
+    the check's transfer), then the user's weights back into the target, so the check runs the target as loaded."""
+    source_values = source.weights()
+    source_structure = _record_source(source, inputs, device)
+    target_structure = _record_target(target, target_inputs, device)
+    plan = plan_transfer(source_structure, target_structure, source_values, loaded_values,
+                         source.description, target.description)
+    target.assign_weights(plan.transfer(source_values))
+    settle_flatten_orders(plan, source_structure, target_structure, source_values,
+                          lambda: _record_target(target, target_inputs, device), target.assign_weights, loaded=True)
+    target.assign_weights(loaded_values)
+    return plan, source_structure
+
+
+def _loaded_constant_note(source_values: dict[str, np.ndarray], settings: ParitySettings) -> list[str]:
+    """With the user's weights in the target, constant source weights cannot be randomized: say what that hides."""
+    constant = [name for name, value in source_values.items() if value.size and initializer_pattern(value)]
+    if not constant:
+        return []
+    listed = ", ".join(repr(name) for name in constant[:4]) + (f" and {len(constant) - 4} more"
+                                                               if len(constant) > 4 else "")
+    return [f"target_weights='loaded': the weights are used as loaded, so {len(constant)} constant source weight(s) "
+            f"({listed}) were not randomized"
+            + (" (randomize_constant_weights has no effect here)" if settings.randomize_constant_weights else "")
+            + ": a converter that mishandles them (a zero bias copied twice, dropped or swapped) computes the same "
+              "values and cannot be caught on them; check on a trained checkpoint"]
 
 
 def _judge_near_zero_in_float64(grads: dict[str, Comparison], source: ModelAdapter, target: ModelAdapter,

@@ -97,12 +97,22 @@ class TransferPlan:
         """Source variable values -> the target variable values that compute the same function."""
         target_values: Values = {}
         for pair in self.pairs:
-            tensors = pair.source.export(source_values)
-            if pair.flatten is not None:
-                tensors["W"] = pair.flatten.to_target(tensors["W"])
-            for key, binding in pair.target.bindings.items():
-                merge_into(target_values, binding, binding.load(tensors[key]))
+            transfer_pair(pair, source_values, pair.flatten, target_values)
         return target_values
+
+    def to_source(self, target_values: Values) -> Values:
+        """Target variable values -> the source variable values they stand for: ``transfer`` run backwards. Where the
+        target splits what the source keeps in one tensor (torch's bias_ih and bias_hh for Keras' one LSTM bias) the
+        source's tensor is their sum, so ``transfer(to_source(v))`` is the target values in the split the transfer
+        makes: two values of the target that compute the same function give the same."""
+        source_values: Values = {}
+        for pair in self.pairs:
+            tensors = pair.target.export(target_values)
+            if pair.flatten is not None and "W" in tensors:
+                tensors["W"] = pair.flatten.to_source(tensors["W"])
+            for key, binding in pair.source.bindings.items():
+                merge_into(source_values, binding, binding.load(tensors[key]))
+        return source_values
 
     def gradients_to_source(self, target_grads: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
         """Gradients w.r.t. the target's variables -> w.r.t. the source's variables (None where one is missing)."""
@@ -130,7 +140,7 @@ class TransferPlan:
         for pair in self.pairs:
             for key, source_binding in pair.source.bindings.items():
                 target_binding = pair.target.bindings[key]
-                for source_part, target_part in _matching_parts(source_binding, target_binding):
+                for source_part, target_part in matching_parts(source_binding, target_binding):
                     target_text = " + ".join(_block_text(name, target_part) for name in target_part.variables)
                     for name in source_part.variables:
                         if source_part.block is not None and name in names:
@@ -139,11 +149,24 @@ class TransferPlan:
         return names
 
 
+def transfer_pair(pair: OpPair, source_values: Values, flatten: FlattenPermutation | None,
+                  into: Values | None = None) -> Values:
+    """One pair's share of ``TransferPlan.transfer``, with the flatten order given (the pair's own, or another to
+    see what a converter that used it would have written)."""
+    into = {} if into is None else into
+    tensors = pair.source.export(source_values)
+    if flatten is not None:
+        tensors["W"] = flatten.to_target(tensors["W"])
+    for key, binding in pair.target.bindings.items():
+        merge_into(into, binding, binding.load(tensors[key]))
+    return into
+
+
 def _block_text(name: str, binding: Binding) -> str:
     return f"{name}[{binding.block.describe()}]" if binding.block is not None else name
 
 
-def _matching_parts(source: Binding, target: Binding) -> list[tuple[Binding, Binding]]:
+def matching_parts(source: Binding, target: Binding) -> list[tuple[Binding, Binding]]:
     if source.parts and target.parts and len(source.parts) == len(target.parts):
         return list(zip(source.parts, target.parts))
     return [(source, target)]
@@ -338,7 +361,7 @@ def _mismatch_table(source_ops: list[ParamOp], target_ops: list[ParamOp],
     return "\n".join(lines)
 
 
-def _pre_flatten_shape(structure: ModelStructure, layer: str) -> tuple[int, ...] | None:
+def pre_flatten_shape(structure: ModelStructure, layer: str) -> tuple[int, ...] | None:
     """The per-example shape of the feature map that was flattened into ``layer``'s input, if it was."""
     position = next((i for i, call in enumerate(structure.calls) if call.layer == layer), None)
     if position is None:
@@ -355,7 +378,8 @@ def _pre_flatten_shape(structure: ModelStructure, layer: str) -> tuple[int, ...]
 
 
 def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, target: ModelStructure, source_values: Values,
-                          record_target: Callable[[], ModelStructure], assign_target: Callable[[Values], None]) -> None:
+                          record_target: Callable[[], ModelStructure], assign_target: Callable[[Values], None],
+                          loaded: bool = False) -> None:
     """Decide, from the recorded activations, the order in which the target flattened each feature map that feeds a
     Gemm, and carry that Gemm's weight in it.
 
@@ -366,7 +390,8 @@ def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, target: Mo
     The feature map's shape comes from whichever side recorded it (pooling written as a function records nothing).
     ``target`` is the target's recording before the transfer (its shapes are all that is read from it);
     ``record_target`` runs the target with the weights carried so far and returns what it recorded, only when a Gemm
-    is fed by a flattened feature map.
+    is fed by a flattened feature map. ``loaded`` (target_weights='loaded'): the target is to keep the user's weights,
+    so the note says the user's kernel must be in that order rather than that the check permuted it.
     """
     recorded: ModelStructure | None = None
     for pair in plan.pairs:
@@ -375,8 +400,8 @@ def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, target: Mo
         source_call = source.call_of(pair.source.layer)
         if source_call is None or source_call.input is None or source_call.input.ndim != 2:
             continue
-        source_map = _pre_flatten_shape(source, pair.source.layer)
-        target_map = _pre_flatten_shape(target, pair.target.layer)
+        source_map = pre_flatten_shape(source, pair.source.layer)
+        target_map = pre_flatten_shape(target, pair.target.layer)
         if source_map is None and target_map is None:
             continue  # no feature map is flattened into this Gemm: a difference here is another layer's to explain
         recorded = recorded or record_target()
@@ -392,8 +417,10 @@ def settle_flatten_orders(plan: TransferPlan, source: ModelStructure, target: Mo
         pair.flatten = flatten
         plan.notes.append(f"{pair.source.label()} -> {pair.target.label()}: the input is a flattened feature map, "
                           f"{shape_text(flatten.source_shape)} in the source's flatten order and "
-                          f"{shape_text(flatten.target_shape)} in the target's (read from the activations), so the "
-                          f"weight's input axis was permuted to match")
+                          f"{shape_text(flatten.target_shape)} in the target's (read from the activations), so "
+                          + ("the target's kernel needs its input axis permuted to match: your loaded kernel was "
+                             "compared with the kernel in that order" if loaded
+                             else "the weight's input axis was permuted to match"))
         assign_target(plan.transfer(source_values))
         recorded = None  # the target's later activations change with this weight: record again when needed
 
