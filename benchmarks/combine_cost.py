@@ -11,6 +11,7 @@ step runs it). Medians of the runs.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -81,7 +82,7 @@ def main() -> None:
             steps["read + union"].append(seconds)
             for name, write, suffix in (("JSON", combine.write_json, "json"), ("HTML", combine.write_html, "html"),
                                         ("JUnit", combine.write_junit, "xml")):
-                steps[name].append(timed(lambda: write(str(out / f"combined.{suffix}"), combined))[0])
+                steps[name].append(timed(functools.partial(write, str(out / f"combined.{suffix}"), combined))[0])
             steps["command"].append(timed(lambda: subprocess.run(
                 [sys.executable, "-m", "pytest_parity", "combine", str(shards), "--json", str(out / "c.json"),
                  "--html", str(out / "c.html"), "--junit", str(out / "c.xml")], cwd=ROOT, check=True,
