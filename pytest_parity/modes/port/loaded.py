@@ -16,6 +16,7 @@ them), and a split other than the check's passes with a note.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -116,7 +117,8 @@ def _named_fix(name: str, loaded: Values, expected: Values, pair: OpPair, key: s
 
 
 def _alternatives(name: str, value: np.ndarray, loaded: Values, expected: Values, pair: OpPair, key: str,
-                  group: list[str], source_values: Values, source_structure: ModelStructure, target_framework: str):
+                  group: list[str], source_values: Values, source_structure: ModelStructure,
+                  target_framework: str) -> Iterator[tuple[str, np.ndarray]]:
     """(what the converter did, the value that would then be loaded), the likeliest first."""
     want = np.asarray(expected[name])
     gates = GATE_COUNTS.get(pair.target.op)
@@ -161,7 +163,7 @@ def _alternatives(name: str, value: np.ndarray, loaded: Values, expected: Values
 
 
 def _flatten_alternatives(name: str, pair: OpPair, key: str, source_values: Values,
-                          source_structure: ModelStructure):
+                          source_structure: ModelStructure) -> Iterator[tuple[str, np.ndarray]]:
     if pair.target.op != "Gemm" or key != "W":
         return
     feature_map = pair.flatten.source_shape if pair.flatten is not None else pre_flatten_shape(source_structure,
