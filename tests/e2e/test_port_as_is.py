@@ -261,3 +261,20 @@ def test_an_unknown_target_weights_value_is_refused():
 
     with pytest.raises(ParityUsageError, match=r"target_weights='as_is' must be one of \('carried', 'loaded'\)"):
         resolve(ParitySettings(), (), {"target_weights": "as_is"})
+
+
+def test_tensors_written_into_each_others_place_are_named():
+    import keras
+    import torch
+
+    keras_model = _randomized(keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(4, name="lstm")]), 4)
+    kernel, recurrent, bias = (w.numpy() for w in keras_model.get_layer("lstm").weights)
+    target = _load(_last_step(torch.nn.LSTM(4, 4, batch_first=True)),  # input and hidden size alike: [16, 4] both
+                   {"rnn.weight_ih_l0": recurrent.T, "rnn.weight_hh_l0": kernel.T, "rnn.bias_ih_l0": bias,
+                    "rnn.bias_hh_l0": np.zeros_like(bias)})
+    inputs = np.random.default_rng(2).standard_normal((3, 5, 4)).astype(np.float32)
+    with pytest.raises(ParityError) as failure:
+        _check(keras_model, target, inputs)
+    weights = failure.value.result.weights
+    assert "meant for 'rnn.weight_hh_l0'" in weights["rnn.weight_ih_l0"].problem
+    assert "meant for 'rnn.weight_ih_l0'" in weights["rnn.weight_hh_l0"].problem

@@ -47,6 +47,9 @@ POSSESSIVE = {"torch": "PyTorch's", "tensorflow": "Keras'"}
 # TensorFlow 1's LSTMCell kept its gates as i, c (the candidate), f, o: a converter from a TF1 checkpoint must reorder.
 TF1_LSTM_ORDER = (0, 2, 1, 3)
 GATE_COUNTS = {"LSTM": 4, "GRU": 3}
+# Recurrent ops whose two biases (torch's bias_ih, bias_hh) the layer only adds; a GRU's new-gate recurrent bias is
+# multiplied by the reset gate, so its two are not interchangeable.
+SUMMED_BIASES = ("LSTM", "RNN")
 
 
 def compare_loaded(plan: TransferPlan, source_values: Values, loaded: Values, source_structure: ModelStructure,
@@ -133,7 +136,8 @@ def _alternatives(name: str, value: np.ndarray, loaded: Values, expected: Values
                 yield (f"{_axis_words(axis, want.ndim)} are in {_gates_text(order, names)} order "
                        f"({_order_words(order, pair.target.op, target_framework)}); {pair.target.kind} expects "
                        f"{','.join(names)}: reorder the blocks", reorder_gates(want, order, axis))
-    if len(group) == 2 and all(np.shape(expected[n]) == want.shape for n in group):
+    if pair.target.op in SUMMED_BIASES and len(group) == 2 and all(np.shape(expected[n]) == want.shape
+                                                                   for n in group):
         other = next(n for n in group if n != name)
         total = np.asarray(expected[group[0]]) + np.asarray(expected[group[1]])
         also = _close(np.asarray(loaded[other]), total)
