@@ -33,7 +33,7 @@ MARKER_HELP = (
     "parity(target=None, devices=('cpu', 'cuda'), atol=1e-5, rtol=1e-4, grad=True, grad_atol=1e-4, grad_rtol=1e-3, "
     "update_rtol=1e-3, speed=None, timed='forward', speed_inconclusive='warn', seed=0, "
     "randomize_constant_weights=True, layouts=None, near_tie_retry=True, unmatched_weights='fail', input_names=None, "
-    "output_names=None): "
+    "output_names=None, target_weights='carried'): "
     "check a model against its counterpart in the other framework with the `parity` fixture; the test runs once per "
     "device."
 )

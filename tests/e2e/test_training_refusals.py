@@ -82,6 +82,13 @@ def test_convert_mode_and_same_framework_pairs_are_refused_pointing_to_port_mode
         _train(TorchMLP(), TorchMLP(), loss=LOSSES[::-1])
 
 
+def test_the_users_loaded_target_weights_are_refused_pointing_to_the_forward_check():
+    with pytest.raises(ParityUsageError, match=r"target_weights='loaded': a training check starts both models"):
+        run_training_check(_keras_mlp(), TorchMLP(), batches=_batches(), loss=LOSSES, steps=None, train_step=None,
+                           optimizer=(keras.optimizers.SGD(0.1), lambda params: torch.optim.SGD(params, lr=0.1)),
+                           settings=ParitySettings(target_weights="loaded"), device="cpu", seed_key="refusals")
+
+
 def test_randomness_the_check_cannot_reach_is_refused_not_compared_in_another_mode():
     with pytest.raises(ParityUsageError, match=r"different outputs on two training-mode runs.*GaussianNoise"):
         _train(_keras_mlp(keras.layers.GaussianNoise(0.5)), TorchMLP())

@@ -35,6 +35,7 @@ from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings
 from pytest_parity.verdict import compare
 from pytest_parity.verdict.messages import training_failure_message
+from pytest_parity.verdict.weight_accounting import unmatched_reasons
 
 # Two training-mode runs of one side with the same masks differing by more than this share of the outputs' scale hold
 # randomness the check cannot reach (float32 rounding that threads reorder stays near 1e-7 of it).
@@ -60,6 +61,12 @@ def run_training(source_model: Any, target_model: Any, batches: Any, loss: Any, 
             + "and training the converted model is not supported, so there is nothing that trains like the source. "
             "Write the port in the other framework and pass it: parity.check_training(source, target, batches=..., "
             "loss=..., optimizer=...); parity.check(model, inputs=...) checks the conversion itself")
+    if settings.target_weights != "carried":
+        raise ParityUsageError(
+            f"target_weights={settings.target_weights!r}: a training check starts both models from the source's "
+            f"weights carried across, so that every step compares like with like. Gate your converter's weights with "
+            f"parity.check(source, target, inputs=..., target_weights={settings.target_weights!r}), then train from "
+            f"the carried weights here")
     target_framework = detect_framework(target_model)
     if source_framework == target_framework:
         raise ParityUsageError(f"parity.check_training compares a model with its port in the other framework, but "
@@ -216,7 +223,9 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
                             unused={n: why for n, why in plan.unused.items() if n in trainable})
     result = ParityResult(
         route=f"training: {source.framework} -> {target.framework}", device=device, outputs=losses,
-        weight_names=plan.target_names(), unmatched_weights=dict(plan.unused), weight_account=account,
+        weight_names=plan.target_names(),
+        unmatched_weights=unmatched_reasons(dict(plan.unused), account, trainable, reasons_known=True),
+        weight_account=account,
         conversion_s=conversion_s, run_s=run_s, training=figures,
         notes=[*plan.notes, *input_notes(first_inputs), *notes])
     if not result.passed:
