@@ -66,3 +66,16 @@ def test_frozen_on_both_sides_passes(direction):
     source, target = (keras_model, torch_model) if direction == "keras->torch" else (torch_model, keras_model)
     result = _run(source, target)
     assert result.passed and result.weight_account.describe() == "weights compared 2 of 2"
+
+
+@pytest.mark.parametrize("freeze_bias_hh", [True, False])
+def test_keras_single_lstm_bias_as_torchs_two_passes_with_either_one_or_both_trainable(freeze_bias_hh):
+    """Keras' one LSTM bias is torch's bias_ih + bias_hh: the exact port keeps bias_hh at zero and frozen, the usual
+    one trains both. Either way the bias trains on both sides; how far the sum moves per step is the training check's
+    to compare (it names two trainable terms), not a frozen weight."""
+    from fixtures.training_ports import lstm_keras, lstm_torch
+
+    tokens = np.random.default_rng(0).integers(0, 20, (2, 6))
+    result = run_check(lstm_keras(), lstm_torch(freeze_bias_hh=freeze_bias_hh), tokens,
+                       ParitySettings(devices=("cpu",)), "cpu", "lstm-bias")
+    assert result.passed and not result.weight_account.uncompared

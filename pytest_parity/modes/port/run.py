@@ -163,7 +163,7 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         if settings.grad:
             target_input_grads = [None if g is None else (layouts.target_to_source(g) if layouts else g)
                                   for g in (target_input_grads or [])]
-            carried = plan.gradients_to_source(target_weight_grads or {})
+            carried = plan.gradients_to_source(_frozen_terms_as_zero(plan, target, target_weight_grads or {}))
             # A weight frozen on one side is not compared (one side has no gradient): the account fails it by name.
             trainable = [name for name in source.trainable_names() if name in carried and name not in frozen]
             grads = compare_gradients(inputs, source_input_grads or [], target_input_grads,
@@ -347,6 +347,30 @@ def _run_target(target: ModelAdapter, inputs: ModelInputs, device: str, cotangen
     """Gradients only for the target's trainable weights that received source weights."""
     return target.run(inputs, device, cotangents,
                       grad_weights=_carried_names(target, plan) if cotangents is not None else None)
+
+
+def _frozen_terms_as_zero(plan: TransferPlan, target: ModelAdapter,
+                          grads: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
+    """Gradients of the target with a zero for each frozen tensor that is one term of a sum carrying one source
+    tensor (Keras' single LSTM bias as torch's bias_ih + bias_hh, with bias_hh frozen at zero, the exact port).
+
+    A frozen tensor gets no gradient (the check never turns requires_grad on in the user's model), and a sum's
+    gradient is that of each trainable term. A zero can only leave a term out of a compared gradient, which makes it
+    differ, never agree: it cannot turn a failure into a pass."""
+    trainable = set(target.trainable_names())
+    filled = dict(grads)
+    shapes: dict[str, tuple[int, ...]] | None = None
+    for pair in plan.pairs:
+        for binding in pair.target.bindings.values():
+            names = binding.variables
+            if len(names) < 2 or not any(filled.get(name) is not None for name in names):
+                continue
+            for name in names:
+                if filled.get(name) is None and name not in trainable:
+                    if shapes is None:
+                        shapes = {key: value.shape for key, value in target.weights().items()}
+                    filled[name] = np.zeros(shapes[name], np.float32)
+    return filled
 
 
 def _carried_names(target: ModelAdapter, plan: TransferPlan) -> list[str]:
