@@ -212,7 +212,9 @@ def _configure_shard(config: pytest.Config, session: ParitySession) -> None:
     explicit = config.getoption("parity_shard")
     splits, group = getattr(config.option, "splits", None), getattr(config.option, "group", None)
     path = session.report_path or ""
-    to_directory = bool(path) and (path.endswith(("/", os.sep)) or os.path.isdir(path))
+    # Only a trailing slash asks for a shard report in a folder: a plain path that happens to be a directory is a
+    # mistake to name (see the write failure below), not a silent change of where the report goes.
+    to_directory = bool(path) and path.endswith(("/", os.sep))
     if not (explicit or (splits and group) or to_directory):
         return
     from pytest_parity.reports.combine import shard_name, shard_report_name
@@ -484,6 +486,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _write_reports(session: pytest.Session, parity_session: ParitySession, exitstatus: int) -> None:
     """The JSON and HTML reports asked for; one that cannot be written is reported and left out of the summary."""
+    import os
     from functools import partial
 
     from pytest_parity.reports.html import write_html
@@ -503,7 +506,9 @@ def _write_reports(session: pytest.Session, parity_session: ParitySession, exits
         try:
             write(path, parity_session.records)
         except OSError as error:
-            _report_write_failure(session, exitstatus, f"cannot write the {what} to {path}: {error}")
+            folder = (f" (a folder: end the path with / to write a shard report into it, {path.rstrip('/')}/, "
+                      f"or name a file)" if attribute == "report_path" and os.path.isdir(path) else "")
+            _report_write_failure(session, exitstatus, f"cannot write the {what} to {path}: {error}{folder}")
             setattr(parity_session, attribute, None)
 
 

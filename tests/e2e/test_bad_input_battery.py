@@ -569,7 +569,8 @@ def report_case(id: str, args: tuple[str, ...], expect: tuple[str, ...], *, ret:
 report_case("report-parent-is-a-file", ("--parity-report=notes.txt/report.json",),
             ("cannot write the parity report to notes.txt/report.json",), files={"notes.txt": "my notes\n"},
             untouched=("notes.txt",))
-report_case("report-path-is-a-directory", ("--parity-report=out",), ("cannot write the parity report to out",),
+report_case("report-path-is-a-directory", ("--parity-report=out",),
+            ("cannot write the parity report to out", "end the path with / to write a shard report into it"),
             files={"out/keep.txt": "user file\n"}, untouched=("out/keep.txt",))
 report_case("html-parent-is-a-file", ("--parity-html=notes.txt/report.html",),
             ("cannot write the parity HTML report to notes.txt/report.html",), files={"notes.txt": "my notes\n"},
