@@ -59,13 +59,24 @@ def _polyline(points: list[tuple[float, float]], colour: str) -> str:
     return f'<polyline points="{text}" fill="none" stroke="{colour}" stroke-width="1.5"/>{dots}'
 
 
-def _frame(title: str, width: int, height: int) -> list[str]:
-    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-            f'aria-label="{escape(title)}" font-family="sans-serif" font-size="10">']
+# Both plots share one frame: width, height and the margins of the plotting area.
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 360, 200, 48, 26, 12
+
+
+def _axes(title: str, steps: list[dict[str, Any]], x: Any, top_label: str, bottom_label: str) -> list[str]:
+    """An SVG's opening, the step axis with its labels, and the value labels at the top and bottom."""
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img" '
+             f'aria-label="{escape(title)}" font-family="sans-serif" font-size="10">',
+             f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - 10}" y2="{HEIGHT - BOTTOM}" stroke="#8a939c"/>',
+             f'<text x="2" y="{TOP + 8}" fill="#4a5562">{top_label}</text>'
+             f'<text x="2" y="{HEIGHT - BOTTOM}" fill="#4a5562">{bottom_label}</text>']
+    parts += [f'<text x="{x(index):.1f}" y="{HEIGHT - BOTTOM + 14}" text-anchor="middle" fill="#4a5562">'
+              f'{step.get("step")}</text>' for index, step in enumerate(steps)]
+    return parts
 
 
 def loss_curves_svg(steps: list[dict[str, Any]]) -> str:
-    width, height, left, bottom, top = 360, 200, 48, 26, 12
+    width, height, left, bottom, top = WIDTH, HEIGHT, LEFT, BOTTOM, TOP
     source = [_number(step.get("source_loss")) for step in steps]
     target = [_number(step.get("target_loss")) for step in steps]
     values = [v for v in source + target if math.isfinite(v)] or [0.0]
@@ -79,14 +90,7 @@ def loss_curves_svg(steps: list[dict[str, Any]]) -> str:
     def y(value: float) -> float:
         return top + (height - top - bottom) * (1 - (value - low) / (high - low))
 
-    parts = _frame("loss curves", width, height)
-    parts.append(f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" '
-                 f'stroke="#8a939c"/>')
-    parts.append(f'<text x="2" y="{top + 8}" fill="#4a5562">{high:.4g}</text>'
-                 f'<text x="2" y="{height - bottom}" fill="#4a5562">{low:.4g}</text>')
-    for index, step in enumerate(steps):
-        parts.append(f'<text x="{x(index):.1f}" y="{height - bottom + 14}" text-anchor="middle" fill="#4a5562">'
-                     f'{step.get("step")}</text>')
+    parts = _axes("loss curves", steps, x, f"{high:.4g}", f"{low:.4g}")
     parts.append(_polyline([(x(i), y(v)) for i, v in enumerate(source)], SOURCE_COLOUR))
     parts.append(_polyline([(x(i), y(v)) for i, v in enumerate(target)], TARGET_COLOUR))
     parts.append("</svg>")
@@ -94,7 +98,7 @@ def loss_curves_svg(steps: list[dict[str, Any]]) -> str:
 
 
 def usage_svg(steps: list[dict[str, Any]]) -> str:
-    width, height, left, bottom, top = 360, 200, 48, 26, 12
+    width, height, left, bottom, top = WIDTH, HEIGHT, LEFT, BOTTOM, TOP
     weights = [_usage(step.get("worst_weight")) for step in steps]
     updates = [_usage(step.get("worst_update")) for step in steps]
     finite = [v for v in weights + updates if math.isfinite(v) and v > 0]
@@ -110,17 +114,10 @@ def usage_svg(steps: list[dict[str, Any]]) -> str:
         value = max(value, 10.0 ** low)
         return top + (height - top - bottom) * (1 - (math.log10(value) - low) / (high - low))
 
-    parts = _frame("tolerance usage per step", width, height)
-    parts.append(f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" '
-                 f'stroke="#8a939c"/>')
-    parts.append(f'<line x1="{left}" y1="{y(1.0):.1f}" x2="{width - 10}" y2="{y(1.0):.1f}" stroke="{LIMIT_COLOUR}" '
-                 f'stroke-dasharray="4 3"/><text x="{left + 2}" y="{y(1.0) - 3:.1f}" fill="{LIMIT_COLOUR}">'
+    parts = _axes("tolerance usage per step", steps, x, f"1e{high}", f"1e{low}")
+    parts.append(f'<line x1="{LEFT}" y1="{y(1.0):.1f}" x2="{WIDTH - 10}" y2="{y(1.0):.1f}" stroke="{LIMIT_COLOUR}" '
+                 f'stroke-dasharray="4 3"/><text x="{LEFT + 2}" y="{y(1.0) - 3:.1f}" fill="{LIMIT_COLOUR}">'
                  f'tolerance</text>')
-    parts.append(f'<text x="2" y="{top + 8}" fill="#4a5562">1e{high}</text>'
-                 f'<text x="2" y="{height - bottom}" fill="#4a5562">1e{low}</text>')
-    for index, step in enumerate(steps):
-        parts.append(f'<text x="{x(index):.1f}" y="{height - bottom + 14}" text-anchor="middle" fill="#4a5562">'
-                     f'{step.get("step")}</text>')
     parts.append(_polyline([(x(i), y(v)) for i, v in enumerate(weights)], SOURCE_COLOUR))
     parts.append(_polyline([(x(i), y(v)) for i, v in enumerate(updates)], TARGET_COLOUR))
     parts.append("</svg>")

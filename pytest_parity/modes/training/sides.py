@@ -84,7 +84,26 @@ def _step_failure(side: str, description: str, error: BaseException, custom: boo
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class KerasSide:
+class _AdapterState:
+    """What both sides read and write through their framework adapter: every variable (weights and statistics) by
+    the check's names, and which are trainable."""
+
+    adapter: Any
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.adapter.weights()
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        self.adapter.assign_weights(state)
+
+    def trainable(self) -> set[str]:
+        return set(self.adapter.trainable_names())
+
+    def adapter_trainable(self) -> list[str]:
+        return list(self.adapter.trainable_names())
+
+
+class KerasSide(_AdapterState):
     framework = "tensorflow"
 
     def __init__(self, adapter: Any, role: str, optimizer: Any, loss: Any, train_step: TrainStep | None) -> None:
@@ -125,9 +144,6 @@ class KerasSide:
 
     def used_settings(self, step: int) -> OptimizerSettings:
         return self._used[step - 1] if len(self._used) >= step else self.optimizer_settings()
-
-    def adapter_trainable(self) -> list[str]:
-        return list(self.adapter.trainable_names())
 
     def batch_norm_elements_of(self, layer: str) -> int | None:
         return None
@@ -207,15 +223,6 @@ class KerasSide:
             outputs = self._call_training(inputs, [tf.constant(a) for a in inputs.arrays])
         return [np.asarray(leaf) for _, leaf in flatten_tree(outputs, "output")]
 
-    def state(self) -> dict[str, np.ndarray]:
-        return self.adapter.weights()
-
-    def restore(self, state: dict[str, np.ndarray]) -> None:
-        self.adapter.assign_weights(state)
-
-    def trainable(self) -> set[str]:
-        return set(self.adapter.trainable_names())
-
     def optimizer_settings(self) -> OptimizerSettings:
         optimizer = self.optimizer
         config = optimizer.get_config()
@@ -276,7 +283,7 @@ class KerasSide:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class TorchSide:
+class TorchSide(_AdapterState):
     framework = "torch"
 
     def __init__(self, adapter: Any, role: str, optimizer: Any, loss: Any, train_step: TrainStep | None) -> None:
@@ -328,9 +335,6 @@ class TorchSide:
 
     def used_settings(self, step: int) -> OptimizerSettings:
         return self._used[step - 1] if len(self._used) >= step else self.optimizer_settings()
-
-    def adapter_trainable(self) -> list[str]:
-        return list(self.adapter.trainable_names())
 
     def batch_norm_elements_of(self, layer: str) -> int | None:
         return self.batch_norm_elements.get(layer)
@@ -404,15 +408,6 @@ class TorchSide:
         with torch.no_grad(), _no_cuda_initialization_warning():
             outputs = self.module(*args, **kwargs)
         return [leaf.detach().cpu().numpy() for _, leaf in flatten_tree(outputs, "output")]
-
-    def state(self) -> dict[str, np.ndarray]:
-        return self.adapter.weights()
-
-    def restore(self, state: dict[str, np.ndarray]) -> None:
-        self.adapter.assign_weights(state)
-
-    def trainable(self) -> set[str]:
-        return set(self.adapter.trainable_names())
 
     def optimizer_settings(self) -> OptimizerSettings:
         optimizer = self.optimizer
