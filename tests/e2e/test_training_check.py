@@ -51,3 +51,32 @@ def test_failure_message_lists_configuration_then_first_divergence(parity):
     assert message.index("configuration:") < message.index("first divergence: step 1 of 2")
     assert "learning rate at step 1: 0.1 in the source" in message and "likely cause:" in message
     assert failure.value.result.training.first_divergence.startswith("step 1 of 2")
+
+
+@pytest.mark.parity
+def test_weights_fused_into_one_target_tensor_count_as_carried(parity):
+    """Keras MultiHeadAttention's query, key and value kernels are one torch in_proj_weight: all three train and are
+    compared through it (they once counted as 'not carried to the target', a false failure)."""
+    import keras
+    import torch
+    from torch import nn
+
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((5, 8))
+    attended = keras.layers.MultiHeadAttention(2, 4, name="mha")(tokens, tokens)
+    source = keras.Model(tokens, keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling1D()(attended)))
+
+    class Target(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha, self.out = nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.mha(x, x, x, need_weights=False)[0].mean(1))
+
+    batches = [(parity.randn(4, 5, 8), parity.randint(0, 3, (4,))) for _ in range(2)]
+    result = parity.check_training(
+        source, Target(), batches=batches,
+        loss=(keras.losses.SparseCategoricalCrossentropy(from_logits=True), nn.CrossEntropyLoss()),
+        optimizer=(keras.optimizers.SGD(0.1), lambda params: torch.optim.SGD(params, lr=0.1)))
+    assert result.passed and result.weight_account.describe() == "weights compared 10 of 10"

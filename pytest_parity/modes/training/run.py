@@ -216,7 +216,8 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
                               len(order))
     losses = TreeComparison({f"step {s.step} loss": s.loss for s in steps}, settings.atol, settings.rtol)
     trainable = source.adapter_trainable()
-    carried_source = {names.get(name, name) for name in order}
+    # Every source variable the plan carries, also those fused into one target tensor (q, k, v kernels in in_proj).
+    carried_source = {source_name for source_name, _ in pairs}
     account = WeightAccount(total=len(trainable), compared=len([n for n in trainable if n in carried_source]),
                             uncompared={n: "not carried to the target" for n in trainable
                                         if n not in carried_source and n not in plan.unused},
