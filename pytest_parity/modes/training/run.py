@@ -29,7 +29,7 @@ from pytest_parity.modes.port.run import carry_weights, target_inputs_of
 from pytest_parity.modes.port.transfer import TransferPlan
 from pytest_parity.modes.steps import input_notes, prepare_source, randomize_constant_weights
 from pytest_parity.modes.training import causes, configuration, dropout, statistics
-from pytest_parity.modes.training.sides import TrainingSide, make_side
+from pytest_parity.modes.training.sides import BatchNormSettings, TrainingSide, make_side
 from pytest_parity.result import Comparison, ParityResult, TrainingFigures, TrainingStep, TreeComparison, WeightAccount
 from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings
@@ -168,6 +168,7 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
                                                                            settings.input_names))):
         _refuse_unreachable_randomness(side, _cast(inputs), masks, device)
 
+    source_norms = source.batch_norms()
     source_before, target_before = source.state(), target.state()
     expected_before = _as_float64(plan.transfer(source_before))
     steps: list[TrainingStep] = []
@@ -189,7 +190,7 @@ def _train_and_compare(sides: tuple[TrainingSide, TrainingSide], plan: TransferP
         source_after, target_after = source.state(), target.state()
         expected_after = _as_float64(plan.transfer(source_after))
         _expected_running_variances(expected_after, expected_before, source_before, source_after, plan, source,
-                                    target, torch_side)
+                                    source_norms, torch_side)
         record = _compare_step(step, source_loss, target_loss, expected_before, expected_after, target_before,
                                target_after, names, settings)
         steps.append(record)
@@ -412,10 +413,10 @@ def _refuse_unreachable_randomness(side: TrainingSide, inputs: ModelInputs, mask
 
 def _expected_running_variances(expected_after: dict[str, np.ndarray], expected_before: dict[str, np.ndarray],
                                 source_before: dict[str, np.ndarray], source_after: dict[str, np.ndarray],
-                                plan: TransferPlan, source: TrainingSide, target: TrainingSide,
+                                plan: TransferPlan, source: TrainingSide, source_norms: dict[str, BatchNormSettings],
                                 torch_side: TrainingSide) -> None:
-    """Replace each carried BatchNorm running variance with its value in the target's convention (statistics.py)."""
-    source_norms = source.batch_norms()
+    """Replace each carried BatchNorm running variance with its value in the target's convention (statistics.py).
+    ``source_norms``: the source's BatchNorm settings, read once before the steps (they do not change)."""
     for pair in plan.pairs:
         if pair.source.op != "BatchNormalization" or "var" not in pair.source.bindings:
             continue
