@@ -14,7 +14,6 @@ import pytest
 
 from pytest_parity import import_guard
 from pytest_parity.session import (
-    CACHE_MODES,
     INCONCLUSIVE_ACTIONS,
     KNOWN_DEVICES,
     SPEED_MODES,
@@ -78,14 +77,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allowed growth of the worst output/gradient difference over the baseline. Default: 10")
     group.addoption("--parity-baseline-speed-tolerance", metavar="F", type=float, default=0.25,
                     help="allowed worsening of the speed ratio over the baseline, as a fraction. Default: 0.25")
-    group.addoption("--parity-cache", metavar="MODE", choices=CACHE_MODES, default=None,
-                    help="on: keep exported ONNX graphs under pytest's cache dir (.pytest_cache/d/parity-conversions) "
-                         "and skip the export when the model, its weights and the converter versions are unchanged; "
-                         "off: export every time. Default: on (ini: parity_cache)")
+    group.addoption("--parity-cache", metavar="on|off|PATH|URL", type=_cache_argument, default=None,
+                    help="where exported ONNX graphs are kept, so the export is skipped when the model, its weights "
+                         "and the converter versions are unchanged: on (pytest's cache dir, "
+                         ".pytest_cache/d/parity-conversions), a directory (./dir or /abs/dir), or any fsspec URL "
+                         "shared by CI shards (s3://bucket/prefix needs pytest-parity[s3]); off: export every time. "
+                         "Default: on (ini: parity_cache)")
+    group.addoption("--parity-cache-readonly", action="store_true", default=None,
+                    help="read the conversion cache, never write to it (for jobs whose code is not trusted to fill a "
+                         "shared cache). Default: read and write (ini: parity_cache_readonly)")
     group.addoption("--parity-cache-clear", action="store_true", default=False,
                     help="empty the parity conversion cache before the session (after changing code that a model's "
                          "call/forward reaches outside its own classes). Default: keep it")
-    parser.addini("parity_cache", "on or off: the parity conversion cache. Default: on", default="on")
+    parser.addini("parity_cache", "on, off, a directory or an fsspec URL: the parity conversion cache. Default: on",
+                  default="on")
+    parser.addini("parity_cache_readonly", "read the parity conversion cache, never write it. Default: false",
+                  type="bool", default=False)
     # Empty default: "not set" must be told apart from "cpu,cuda" written out (see drop_default_cuda).
     parser.addini("parity_devices", "devices parity tests run on (comma-separated). Default: cpu,cuda (cpu only on a "
                   "machine without a GPU, unless named)", default="")
@@ -267,30 +274,65 @@ class _ShardRecorder:
             ran[report.nodeid] = "error"
 
 
+def _cache_argument(text: str) -> str:
+    from pytest_parity.bridge.cache_store import location_problem
+
+    problem = location_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _configure_conversion_cache(config: pytest.Config, session: ParitySession) -> None:
-    mode = config.getoption("parity_cache") or str(config.getini("parity_cache"))
-    if mode not in CACHE_MODES:
-        raise pytest.UsageError(f"ini option parity_cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
-    # No pytest cache (-p no:cacheprovider), no conversion cache: it lives in pytest's cache dir.
-    provider = getattr(config, "cache", None)
-    if mode == "off" or provider is None:
-        return
     from pathlib import Path
+
+    from pytest_parity.bridge import cache_store
+
+    from_command_line = config.getoption("parity_cache")
+    location = from_command_line or str(config.getini("parity_cache"))
+    if cache_store.location_problem(location):
+        raise pytest.UsageError(f"ini option parity_cache must be one of on, off, a directory (./name) or an fsspec "
+                                f"URL (s3://bucket/prefix), got {location!r}")
+    readonly = bool(config.getoption("parity_cache_readonly") or config.getini("parity_cache_readonly"))
+    clear = config.getoption("parity_cache_clear")
+    if location == "off":
+        return
+    if readonly and clear:
+        raise pytest.UsageError("--parity-cache-clear removes entries and --parity-cache-readonly never changes the "
+                                "cache: drop one of the two")
+    if cache_store.is_url(location):
+        try:
+            cache_store.check_protocol(location)
+        except ValueError as error:
+            raise pytest.UsageError(str(error)) from None
 
     from pytest_parity.bridge.cache import CACHE_DIR_NAME, ConversionCache
 
     def warn_once(reason: str) -> None:
         _record_warning(config, reason)
 
-    try:
-        directory = Path(provider.mkdir(CACHE_DIR_NAME))
-    except OSError as error:
-        warn_once(f"the parity conversion cache cannot be created under pytest's cache dir ({type(error).__name__}: "
-                  f"{error}); conversions run uncached. Make the cache dir writable, set cache_dir elsewhere, or "
-                  f"turn the cache off with --parity-cache=off.")
-        return
-    cache = ConversionCache(directory, on_disabled=warn_once)
-    if config.getoption("parity_cache_clear") and not _is_xdist_worker(config):
+    store: Path | cache_store.EntryStore
+    if location == "on":
+        # No pytest cache (-p no:cacheprovider), no default conversion cache: it lives in pytest's cache dir.
+        provider = getattr(config, "cache", None)
+        if provider is None:
+            return
+        try:
+            store = Path(provider.mkdir(CACHE_DIR_NAME))
+        except OSError as error:
+            warn_once(f"the parity conversion cache cannot be created under pytest's cache dir "
+                      f"({type(error).__name__}: {error}); conversions run uncached. Make the cache dir writable, set "
+                      f"cache_dir elsewhere, or turn the cache off with --parity-cache=off.")
+            return
+    else:
+        # A relative directory is taken from where pytest was started (command line) or from the ini file's folder.
+        if from_command_line:
+            base = config.invocation_params.dir
+        else:
+            base = config.inipath.parent if config.inipath else config.rootpath
+        store = cache_store.open_store(location, base)
+    cache = ConversionCache(store, on_warning=warn_once, readonly=readonly)
+    if clear and not _is_xdist_worker(config):
         cache.clear()
     session.conversion_cache = cache
 

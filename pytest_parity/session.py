@@ -17,10 +17,6 @@ SPEED_MODES = ("off", "report", "gate", "force")
 # What a gated speed= measurement too noisy to decide does to the test (--parity-speed-inconclusive, or the marker's
 # speed_inconclusive=): warn (passes with a ParitySpeedWarning), fail, skip.
 INCONCLUSIVE_ACTIONS = ("warn", "fail", "skip")
-# --parity-cache: the conversion cache under pytest's cache dir (see conversion_cache).
-CACHE_MODES = ("on", "off")
-
-
 def parse_devices_option(text: str) -> tuple[str, ...]:
     """``--parity-devices=cpu,cuda`` -> ('cpu', 'cuda'); ValueError on unknown names."""
     names = tuple(part.strip() for part in text.split(",") if part.strip())
@@ -80,5 +76,5 @@ class ParitySession:
         self.records: list[dict[str, Any]] = []
         # No cuda variants for tests that did not ask for cuda by name, on a machine that cannot have a GPU.
         self.drop_default_cuda = False
-        # A pytest_parity.bridge.cache.ConversionCache, or None when it is off or pytest has no cache dir.
+        # A pytest_parity.bridge.cache.ConversionCache, or None when it is off (or on and pytest has no cache dir).
         self.conversion_cache: Any = None

@@ -1,33 +1,36 @@
-"""The conversion cache: exported ONNX graphs kept under pytest's cache dir, so a re-run skips the export step.
+"""The conversion cache: exported ONNX graphs kept between sessions (and shared between CI shards), so a re-run skips
+the export step.
 
 What is cached, and why only that: the export (tf2onnx, torch.onnx) is the costly, deterministic part of a convert-mode
 check; the ONNX -> PyTorch import must run anyway to give a live torch model, and it cannot be stored without pickling.
 
+- Where: --parity-cache=on keeps entries under pytest's cache dir (.pytest_cache/d/parity-conversions); a directory
+  path or any fsspec URL (s3://bucket/prefix, ...) names a place several sessions and machines share. The storage
+  itself is ``cache_store.py``; this module decides what goes in and what a failure does.
 - Key: sha256 over the model's structure, its weight values, the input signature, the versions of everything that
   shapes the export (framework, converter, onnx, this plugin) and the opset. Structure means: each layer's class and
   configuration (Keras layer names, which depend on how many layers a process built before, are replaced by their
   order of appearance), ``repr`` of a torch module tree, and the source code of every user-defined class in the model.
   Code outside those classes that ``call``/``forward`` reaches (a helper function) is not in the key: after changing
   such code, run once with ``--parity-cache-clear``. A model whose class source cannot be read is not cached.
-- Entries are written to a temporary file and renamed into place (atomic on POSIX), so concurrent writers (pytest-xdist
-  workers) and a killed run never leave a half-written entry under the final name. Each entry carries a magic line,
-  its length and its sha256; an entry that fails the check is deleted and rebuilt.
+- Entries are written create-only and never half-visible (see cache_store.py), so concurrent writers (xdist workers,
+  CI shards) and a killed run never leave a partial entry under the final name. Each entry carries a magic line, its
+  length and its sha256, checked on every read: an entry that fails the check is deleted and rebuilt, so a shared
+  store is never trusted with the content.
 - Nothing is unpickled: an entry's payload is a serialized ONNX ModelProto, read back with protobuf.
-- A cache dir that cannot be written disables the cache for the session; the plugin warns once.
+- A cache that cannot be reached, read or written never fails a check: the session warns once and converts.
 """
-
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
 import inspect
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_parity.bridge.cache_store import DirectoryStore, EntryStore, StoreUnavailable
 
 if TYPE_CHECKING:  # the plugin imports this module at start-up: no numpy, no frameworks here
     import numpy as np
@@ -67,70 +70,119 @@ def unframe(data: bytes) -> bytes | None:
 
 
 class ConversionCache:
-    """Entries in one directory; ``on_disabled`` is called once, with the reason, if the directory cannot be written."""
+    """The cache's policy over one store (``bridge/cache_store.py``): framing and verification, what a failure does.
 
-    def __init__(self, directory: Path, on_disabled: Callable[[str], None] | None = None) -> None:
-        self.directory = directory
-        self.on_disabled = on_disabled
-        self.disabled_reason: str | None = None
+    A store failure never fails a check: the first one is reported once through ``on_warning`` (the session's
+    warnings summary), naming the location, the cause and the fix; a failed read turns the cache off for the rest of
+    the session, a failed write turns writing off (reads go on). ``readonly`` (--parity-cache-readonly): entries are
+    read and verified, nothing is ever written or removed, for jobs whose code is not trusted to fill a shared cache.
+    """
 
-    def _path(self, key: str) -> Path:
-        return self.directory / f"{key}.onnx-entry"
+    def __init__(self, location: Path | EntryStore, on_warning: Callable[[str], None] | None = None,
+                 readonly: bool = False) -> None:
+        self.backend: EntryStore = DirectoryStore(location) if isinstance(location, Path) else location
+        self.on_warning = on_warning
+        self.readonly = readonly
+        self.disabled_reason: str | None = None  # no reads, no writes
+        self.write_disabled_reason: str | None = None  # reads only
+        self._checked = False
+        self._warned = False
+        self._looked_for_entries = False
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    def _usable(self) -> bool:
+        if not self._checked:
+            self._checked = True
+            try:
+                self.backend.check()
+            except StoreUnavailable as error:
+                self._disable(f"is unavailable: {error}")
+            except Exception as error:
+                self._disable(f"cannot be reached ({_cause(error)}). Check the URL, the endpoint (AWS_ENDPOINT_URL_S3 "
+                              f"for an S3-compatible server) and the credentials")
+        return self.disabled_reason is None
+
+    def _disable(self, problem: str) -> None:
+        self.disabled_reason = (f"the parity conversion cache at {self.location} {problem}; conversions run uncached "
+                                f"for the rest of this session. Or turn the cache off with --parity-cache=off.")
+        self._warn(self.disabled_reason)
+
+    def _warn(self, message: str) -> None:
+        if not self._warned and self.on_warning is not None:
+            self._warned = True
+            self.on_warning(message)
 
     def load(self, key: str) -> tuple[bytes | None, str]:
         """(payload, outcome): the payload on a hit; None with MISS, or with REBUILT when a bad entry was removed."""
-        path = self._path(key)
+        if not self._usable():
+            return None, MISS
         try:
-            data = path.read_bytes()
-        except OSError:
+            data = self.backend.read(key)
+        except Exception as error:
+            self._disable(f"cannot be read ({_cause(error)})")
+            return None, MISS
+        if data is None:
+            self._note_empty_readonly_cache()
             return None, MISS
         payload = unframe(data)
         if payload is not None:
             return payload, HIT
-        try:
-            path.unlink()
-        except OSError:
-            pass  # another worker removed or replaced it already
+        # Create-only writes never replace an entry: a damaged one must go before a good one can take its name.
+        self.discard(key)
         return None, REBUILT
 
-    def discard(self, key: str) -> None:
-        """Remove an entry whose payload passed the checksum but is not a model (written by something else)."""
+    def _note_empty_readonly_cache(self) -> None:
+        """A read-only session that finds its cache empty was most likely pointed at the wrong place, or runs before
+        the job that fills it: worth one warning, since it can never fill the cache itself."""
+        if not self.readonly or self._looked_for_entries:
+            return
+        self._looked_for_entries = True
         try:
-            self._path(key).unlink()
-        except OSError:
-            pass
+            empty = not self.backend.holds_entries()
+        except Exception:
+            return
+        if empty:
+            self._warn(f"the read-only parity conversion cache at {self.location} holds no entries: conversions run "
+                       f"uncached and, with --parity-cache-readonly, nothing is written. Fill it from a trusted job "
+                       f"(the same --parity-cache without --parity-cache-readonly), or check the location.")
+
+    def discard(self, key: str) -> None:
+        """Remove an entry that failed verification, or whose payload is not a model (written by something else)."""
+        if self.readonly or self.disabled_reason is not None:
+            return
+        try:
+            self.backend.remove(key)
+        except Exception:
+            pass  # another writer removed or replaced it already, or removal is not allowed: it stays a miss
 
     def store(self, key: str, payload: bytes) -> None:
-        if self.disabled_reason is not None:
+        """Write the entry unless one is there (create-only); a failure turns writing off for the session."""
+        if self.readonly or self.write_disabled_reason is not None or not self._usable():
             return
-        temporary = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{key[:16]}-", suffix=".tmp")
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(frame(payload))
-            os.replace(temporary, self._path(key))
-            temporary = None
-        except IsADirectoryError:
-            # Something else sits where this one entry goes (os.replace cannot put a file over a directory): the cache
-            # as a whole is fine, only this model goes uncached. Nothing of the user's is removed.
-            return
-        except OSError as error:
-            self.disabled_reason = (f"the parity conversion cache at {self.directory} cannot be written "
-                                    f"({type(error).__name__}: {error}); conversions run uncached for the rest of this "
-                                    f"session. Make the directory writable, point pytest's cache_dir elsewhere, or "
-                                    f"turn the cache off with --parity-cache=off.")
-            if self.on_disabled is not None:
-                self.on_disabled(self.disabled_reason)
-        finally:
-            if temporary is not None:
-                try:
-                    os.unlink(temporary)
-                except OSError:
-                    pass
+            self.backend.create(key, frame(payload))
+        except Exception as error:
+            fix = ("Make it writable, or give a job that should only read --parity-cache-readonly; "
+                   "--parity-cache=off turns the cache off.")
+            self.write_disabled_reason = (f"the parity conversion cache at {self.location} cannot be written "
+                                          f"({_cause(error)}); reads go on, nothing more is written this session. "
+                                          f"{fix}")
+            self._warn(self.write_disabled_reason)
 
     def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Remove this cache's entries (--parity-cache-clear); anything else at the location stays."""
+        try:
+            self.backend.clear()
+        except Exception as error:
+            self._warn(f"the parity conversion cache at {self.location} could not be cleared ({_cause(error)}); "
+                       f"its entries stay. Remove them by hand, or check the location.")
+
+
+def _cause(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 # -- the key --------------------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_the_switches_clear_and_turn_off_the_cache(pytester):
     _, _, outcomes = _run(pytester, cache_dir, "-k", "torch", "-o", "parity_cache=off")
     assert outcomes == [None, None]
     result = pytester.runpytest_subprocess("-o", "parity_cache=maybe")
-    result.stderr.fnmatch_lines(["*ini option parity_cache must be one of on, off, got 'maybe'*"])
+    result.stderr.fnmatch_lines(["*ini option parity_cache must be one of on, off, a directory*got 'maybe'*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 

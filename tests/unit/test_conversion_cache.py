@@ -54,7 +54,7 @@ def test_a_directory_that_cannot_be_written_disables_the_cache_and_says_so_once(
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the cache dir should be")
     reasons = []
-    cache = ConversionCache(blocker / "cache", on_disabled=reasons.append)
+    cache = ConversionCache(blocker / "cache", on_warning=reasons.append)
     cache.store(KEY, b"one")
     cache.store("cd" * 32, b"two")
     assert len(reasons) == 1 and "cannot be written" in reasons[0] and "--parity-cache=off" in reasons[0]
