@@ -302,6 +302,54 @@ class TrainingFigures:
                 "steps": [step.to_dict() for step in self.steps]}
 
 
+@dataclass(frozen=True)
+class ActivationProbe:
+    """One activation of the source and its counterpart in the target, compared as functions on a wide grid (port
+    mode's activation range check): ``comparison`` of the target's values against the source's, ``cause`` set when
+    they differ (the layers, where they differ, whether the check's inputs reached it, the likely cause)."""
+
+    source: str
+    target: str
+    source_range: tuple[float, float]  # pre-activation values the source's activation received on the inputs
+    target_range: tuple[float, float]
+    comparison: Comparison
+    cause: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target,
+                "source_range": [_json_float(v) for v in self.source_range],
+                "target_range": [_json_float(v) for v in self.target_range],
+                "comparison": self.comparison.to_dict(), "cause": self.cause}
+
+
+@dataclass(frozen=True)
+class ActivationFigures:
+    """Port mode's activation range check: every paired activation compared as a function, and the activations that
+    could not be paired whose range did not tell them from a common variant (a visible partial)."""
+
+    probes: list[ActivationProbe]
+    not_exercised: list[str] = field(default_factory=list)
+    probe_s: float = 0.0
+    # Sides whose activations could not be recorded at all, and why.
+    unseen: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(probe.comparison.passed for probe in self.probes)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.not_exercised)
+
+    def failures(self) -> list[ActivationProbe]:
+        return [probe for probe in self.probes if not probe.comparison.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "partial": self.partial, "probe_s": self.probe_s,
+                "probes": [probe.to_dict() for probe in self.probes], "not_exercised": list(self.not_exercised),
+                "unseen": list(self.unseen)}
+
+
 @dataclass
 class ParityResult:
     """The outcome of one ``parity.check``; see the public contract in the README."""
@@ -344,6 +392,8 @@ class ParityResult:
     drift: list[str] = field(default_factory=list)
     # A training check (parity.check_training): per-step figures; None for a forward/backward check.
     training: TrainingFigures | None = None
+    # Port mode: each paired activation compared as a function over a wide range (None: not checked).
+    activations: ActivationFigures | None = None
 
     @property
     def passed(self) -> bool:
@@ -354,6 +404,7 @@ class ParityResult:
             and (self.weight_account is None or not self.weight_account.uncompared)
             and (self.speed is None or self.speed.passed)
             and (self.training is None or self.training.passed)
+            and (self.activations is None or self.activations.passed)
             and not self.drift
         )
 
@@ -384,6 +435,7 @@ class ParityResult:
             "notes": list(self.notes),
             "drift": list(self.drift),
             **({"training": self.training.to_dict()} if self.training is not None else {}),
+            **({"activations": self.activations.to_dict()} if self.activations is not None else {}),
         }
 
 

@@ -41,6 +41,11 @@ def failure_message(result: ParityResult, source_description: str, target_descri
         lines += uncompared_section(result.weight_account, MAX_LISTED_FAILURES)
     if result.speed is not None and (not result.speed.passed or result.speed.inconclusive):
         lines.append(timing.describe(result.speed))
+    if result.activations is not None and not result.activations.passed:
+        failing = result.activations.failures()
+        lines.append(f"activations: {len(failing)} of {len(result.activations.probes)} paired activation(s) compute "
+                     f"different functions")
+        lines.extend(f"  {probe.cause}" for probe in failing)
     if result.diagnosis:
         lines.append(f"diagnosis: {result.diagnosis}")
     subgradient = subgradient_hint(result)

@@ -25,7 +25,7 @@ from pytest_parity.errors import ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices, left_out_note
 from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
-from pytest_parity.modes.port import divergence, io_names, loaded, trainability
+from pytest_parity.modes.port import activation_range, divergence, io_names, loaded, trainability
 from pytest_parity.modes.port.ops import ModelStructure
 from pytest_parity.modes.port.transfer import TransferPlan, plan_transfer, settle_flatten_orders
 from pytest_parity.modes.steps import (
@@ -41,7 +41,7 @@ from pytest_parity.modes.steps import (
     run_source,
     source_run_failure,
 )
-from pytest_parity.result import Comparison, ParityResult
+from pytest_parity.result import ActivationFigures, Comparison, ParityResult
 from pytest_parity.seeding import seeded_generator
 from pytest_parity.settings import ParitySettings
 from pytest_parity.verdict import compare, float64_referee
@@ -174,6 +174,8 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                                                     settings.grad_atol)
             grads = near_zero.grads
         run_s = time.perf_counter() - started
+        activations, activation_notes = _probe_activations(plan, source, target, inputs, target_inputs, device,
+                                                           settings)
         speed = measure_speed_if_asked(settings, speed_gate, device, source, inputs, target, target_inputs)
 
         names = plan.target_names()
@@ -193,8 +195,9 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             outputs=outputs, grads=grads, weights=weights, weight_names=names,
             unmatched_weights=unmatched_reasons(dict(plan.unused), account, source.trainable_names(),
                                                 reasons_known=True),
-            weight_account=account, speed=speed,
-            conversion_s=conversion_s, run_s=run_s, notes=[*plan.notes, *loaded_notes, *input_notes(inputs),
+            weight_account=account, speed=speed, activations=activations,
+            conversion_s=conversion_s, run_s=run_s, notes=[*plan.notes, *loaded_notes, *activation_notes,
+                                                           *input_notes(inputs),
                    *left_out_note(source.left_out_outputs, source.description),
                    *left_out_note(target.left_out_outputs, target.description),
                    *([f"outputs of {target.description} that output_names= gives no source output for, so not "
@@ -214,6 +217,22 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                     plan, grads, source_weight_grads or {}, carried, settings.grad_atol, settings.grad_rtol)
             raise ParityError(failure_message(result, source.description, target.description), result)
     return result
+
+
+def _probe_activations(plan: TransferPlan, source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs,
+                       target_inputs: ModelInputs, device: str,
+                       settings: ParitySettings) -> tuple[ActivationFigures | None, list[str]]:
+    """Each paired activation compared as a function beyond the range the inputs reached (activation_range), and the
+    notes that say where that could not be done. A probe that cannot run says so in a note: the check then claims
+    only what the forward comparison saw."""
+    try:
+        figures = activation_range.probe(plan, source, target, inputs, target_inputs, device, settings.atol,
+                                         settings.rtol)
+    except Exception as error:
+        return None, [f"activation range not checked: recording or probing the activations failed "
+                      f"({error_summary(error)}); each activation was compared only on the range these inputs reach"]
+    return figures, [*figures.not_exercised, *(f"activation range not checked on one side: {text}"
+                                               for text in figures.unseen)]
 
 
 def carry_weights(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, target_inputs: ModelInputs,
