@@ -170,7 +170,8 @@ class DirectoryStore:
 
     def holds_entries(self) -> bool:
         try:
-            return any(entry.name.endswith(ENTRY_SUFFIX) for entry in os.scandir(self.directory))
+            with os.scandir(self.directory) as entries:
+                return any(entry.name.endswith(ENTRY_SUFFIX) for entry in entries)
         except OSError:
             return False
 
