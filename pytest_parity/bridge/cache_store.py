@@ -278,28 +278,24 @@ class FsspecStore:
             self._fs().rm_file(self._key(name))
 
     def holds_entries(self) -> bool:
-        filesystem = self._fs()
-        try:
-            with _quiet():
-                filesystem.invalidate_cache(self._root)
-                names = filesystem.ls(self._root, detail=False)
-        except FileNotFoundError:
-            return False
-        return any(str(name).endswith(ENTRY_SUFFIX) for name in names)
+        return any(name.endswith(ENTRY_SUFFIX) for name in self._listing())
 
     def clear(self) -> None:
-        filesystem = self._fs()
-        try:
-            with _quiet():
-                filesystem.invalidate_cache(self._root)
-                names = filesystem.ls(self._root, detail=False)
-        except FileNotFoundError:
-            return
-        own = [name for name in map(str, names) if name.endswith(ENTRY_SUFFIX)
+        own = [name for name in self._listing() if name.endswith(ENTRY_SUFFIX)
                or (name.rsplit("/", 1)[-1].startswith(".") and name.endswith(TEMPORARY_SUFFIX))]
         if own:
             with _quiet():
-                filesystem.rm(own)
+                self._fs().rm(own)
+
+    def _listing(self) -> list[str]:
+        """Every name directly under the prefix, fresh from the server (s3fs keeps listings it has seen)."""
+        filesystem = self._fs()
+        try:
+            with _quiet():
+                filesystem.invalidate_cache(self._root)
+                return [str(name) for name in filesystem.ls(self._root, detail=False)]
+        except FileNotFoundError:
+            return []
 
 
 def _supports_conditional_put(filesystem: Any) -> bool:
