@@ -86,8 +86,9 @@ def mutants(kind: str) -> list[dict[str, Any]]:
             inputs = _inputs_in_source_layout(port_mutants.make_inputs(pair.inputs, 3), pair.layouts, direction)
             row = run_one(source, target, inputs, _settings(pair.layouts, direction), name)
             message = row.pop("message", "")
-            named = (not row["passed"] and pair.keras_layer in message and pair.torch_module in message
-                     and pair.cause in message)
+            # Named: one line of the failure says the cause and names the Keras layer and the torch module.
+            named = not row["passed"] and any(pair.keras_layer in line and pair.torch_module in line
+                                              and pair.cause in line for line in message.splitlines())
             rows.append({"mutant": name, "direction": direction, "caught": not row["passed"],
                          "cause_named": named, "outputs_only_caught": row.get("outputs_passed") is False,
                          **{k: v for k, v in row.items() if k not in ("passed", "outputs_passed")},

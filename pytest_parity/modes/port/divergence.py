@@ -358,3 +358,8 @@ def _between(previous: tuple[ParamOp, ParamOp, LayerCall | None, LayerCall | Non
     if source_activation and target_activation and source_activation != target_activation:
         text += f"; likely cause: the source applies {source_activation}, the target {target_activation}"
     return text
+
+
+# The backward pass is compared on the same shapes and layouts (gradient_divergence).
+comparable = _comparable
+in_source_layout = _in_source_layout

@@ -25,7 +25,14 @@ from pytest_parity.errors import ParityError, ParityUsageError, error_summary
 from pytest_parity.frameworks import FRAMEWORK_LABELS, ModelAdapter, ModelInputs, devices, left_out_note
 from pytest_parity.frameworks.adapters import load_adapter
 from pytest_parity.layouts import LayoutPair, check_inputs_fit, parse_layouts
-from pytest_parity.modes.port import activation_range, divergence, io_names, loaded, trainability
+from pytest_parity.modes.port import (
+    activation_range,
+    divergence,
+    gradient_divergence,
+    io_names,
+    loaded,
+    trainability,
+)
 from pytest_parity.modes.port.ops import ModelStructure
 from pytest_parity.modes.port.transfer import TransferPlan, plan_transfer, settle_flatten_orders
 from pytest_parity.modes.steps import (
@@ -215,6 +222,10 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             elif grads:
                 result.diagnosis, result.explained_gradients = divergence.padding_rows(
                     plan, grads, source_weight_grads or {}, carried, settings.grad_atol, settings.grad_rtol)
+                if result.diagnosis is None:
+                    result.diagnosis = _locate_backward(plan, source, target, inputs, target_inputs, layouts, device,
+                                                        cotangents, target_cotangents or [], grads, settings,
+                                                        list(source_weight_grads or {}))
             raise ParityError(failure_message(result, source.description, target.description), result)
     return result
 
@@ -395,6 +406,20 @@ def _frozen_terms_as_zero(plan: TransferPlan, target: ModelAdapter,
 def _carried_names(target: ModelAdapter, plan: TransferPlan) -> list[str]:
     trainable = set(target.trainable_names())
     return list(dict.fromkeys(name for pair in plan.pairs for name in pair.target.variables() if name in trainable))
+
+
+def _locate_backward(plan: TransferPlan, source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs,
+                     target_inputs: ModelInputs, layouts: LayoutPair | None, device: str, cotangents: list[Any],
+                     target_cotangents: list[Any], grads: dict[str, Comparison], settings: ParitySettings,
+                     source_weights: list[str]) -> str | None:
+    """Outputs agree, gradients do not: the layer pair where the backward pass first differs, from per-layer
+    gradients recorded with the check's own cotangents (gradient_divergence)."""
+    try:
+        return gradient_divergence.locate(plan, source, target, inputs, target_inputs, layouts, cotangents,
+                                          target_cotangents, device, grads, settings.grad_atol, settings.grad_rtol,
+                                          source_weights, _carried_names(target, plan))
+    except Exception as error:  # the diagnosis must never hide the failure it explains
+        return f"the per-layer gradient comparison could not run ({type(error).__name__}: {error})"
 
 
 def _locate(plan: TransferPlan, source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs,
