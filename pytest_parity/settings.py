@@ -62,7 +62,8 @@ class ParitySettings:
     # Port mode: the target's input and output names for the source's ((source name, target name), ...), given as a
     # dict, where two implementations name them differently (input_ids vs token_ids); see port/io_names.
     input_names: tuple[tuple[str, str], ...] | None = None
-    output_names: tuple[tuple[str, str], ...] | None = None
+    # A source output mapped to None is not compared (a pooler output the target does not compute).
+    output_names: tuple[tuple[str, str | None], ...] | None = None
     # Port mode: "carried" (the check writes the source's weights into the target) or "loaded" (the target keeps the
     # weights the user loaded into it, e.g. with their checkpoint converter; each carried tensor is compared with the
     # check's own transfer and a difference fails, naming the layout that would make it equal: see port/loaded).
@@ -157,19 +158,24 @@ def _check_value(name: str, value: Any) -> Any:
     raise AssertionError(f"unhandled parity argument {name}")  # pragma: no cover - MARKER_ARGUMENTS and this agree
 
 
-def _check_names(name: str, value: Any) -> tuple[tuple[str, str], ...] | None:
+def _check_names(name: str, value: Any) -> tuple[tuple[str, str | None], ...] | None:
     if value is None:
         return None
     kind = "inputs" if name == "input_names" else "outputs"
     example = "{'input_ids': 'token_ids'}" if kind == "inputs" else "{'last_hidden_state': 'sequence_output'}"
+    # output_names only: None says a source output is not compared (the target does not compute it).
     if (not isinstance(value, Mapping) or not value
-            or not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items())):
+            or not all(isinstance(k, str) and k and ((isinstance(v, str) and v) or (v is None and kind == "outputs"))
+                       for k, v in value.items())):
         raise ParityUsageError(f"parity argument {name}={value!r} must be a non-empty dict from the source's "
-                               f"{kind} names to the target's, for example {name}={example}")
-    if len(set(value.values())) != len(value):
+                               f"{kind} names to the target's, for example {name}={example}"
+                               + (" (None for a source output that is not to be compared)" if kind == "outputs"
+                                  else ""))
+    named = [v for v in value.values() if v is not None]
+    if len(set(named)) != len(named):
         raise ParityUsageError(f"parity argument {name}={dict(value)!r} gives two source {kind} the same target "
                                f"name; each source name must map to its own target name")
-    return tuple((str(k), str(v)) for k, v in value.items())
+    return tuple((str(k), None if v is None else str(v)) for k, v in value.items())
 
 
 def _unknown_arguments(given: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:

@@ -71,6 +71,51 @@ def test_keras_hub_bert_ported_to_transformers(parity):
     assert result.weight_account.compared == result.weight_account.total == 39
 
 
+def bert_without_pooler_pair():
+    """transformers' BertModel built without its pooler (add_pooling_layer=False), and keras-hub's BertBackbone, whose
+    pooler runs on every call; the compared output is the sequence output. keras-hub's feed-forward uses the tanh
+    GELU, so the transformers side does too (hidden_act='gelu_pytorch_tanh'): the port is exact."""
+    transformers = pytest.importorskip("transformers", reason="pip install transformers")
+    _, hub = bert_pair()
+    hf = transformers.BertModel(transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE, max_position_embeddings=POSITIONS, type_vocab_size=2,
+        hidden_act="gelu_pytorch_tanh"), add_pooling_layer=False).eval()
+    return hf, hub
+
+
+POOLER = ("pooled_dense/kernel", "pooled_dense/bias")
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_transformers_bert_without_pooler_ported_to_keras_hub_on_the_sequence_output(parity):
+    """keras-hub's pooler runs but feeds only pooled_output, which nothing on the source side names: it is left out
+    of the pairing (refused at row 21 before) and named, with its weights, in the result's notes."""
+    hf, hub = bert_without_pooler_pair()
+    result = parity.check(hf, hub, inputs=hf_inputs(), input_names=HF_TO_HUB_INPUTS,
+                          output_names={"last_hidden_state": "sequence_output"})
+    assert result.weight_account.compared == result.weight_account.total == 37
+    note = next(note for note in result.notes if note.startswith("target layer 'pooled_dense'"))
+    assert all(name in note for name in POOLER) and "does not reach the compared outputs" in note
+
+
+@pytest.mark.parity(devices=("cpu",))
+def test_keras_hub_bert_ported_to_transformers_without_pooler_on_the_sequence_output(parity):
+    """The other way: pooled_output is mapped to None (not compared), the pooler left out of the pairing, and its two
+    weights reported unused, alike in the weight account and in unmatched_weights."""
+    hf, hub = bert_without_pooler_pair()
+    inputs = {HF_TO_HUB_INPUTS[name]: array for name, array in hf_inputs().items()}
+    result = parity.check(hub, hf, inputs=inputs, input_names=inverse(HF_TO_HUB_INPUTS),
+                          output_names={"sequence_output": "last_hidden_state", "pooled_output": None})
+    account = result.weight_account
+    assert (account.compared, account.total) == (37, 39) and not account.uncompared
+    assert set(account.unused) == set(POOLER)
+    for name in POOLER:
+        assert result.unmatched_weights[name].startswith("unused:")
+        assert "'pooled_dense' runs, but its output does not reach the compared outputs" in \
+            result.unmatched_weights[name]
+
+
 def test_a_bert_port_with_another_layer_norm_epsilon_fails_at_the_first_norm(failing_port_check):
     """keras-hub's BERT normalises with epsilon 1e-12, as Google's BERT did; a transformers BERT with epsilon 1e-5 is
     not the same model at this scale of activations, and the failure names the first LayerNorm and its epsilon."""

@@ -41,7 +41,7 @@ def target_inputs(inputs: ModelInputs, input_names: tuple[tuple[str, str], ...] 
 SINGLE = "output"
 
 
-def _by_name(tree: Any) -> Mapping[str, Any]:
+def outputs_by_name(tree: Any) -> Mapping[str, Any]:
     """A model's outputs by top-level name: a dict or ModelOutput as it is, anything else as its one output."""
     return tree if isinstance(tree, Mapping) else {SINGLE: tree}
 
@@ -51,13 +51,33 @@ class OutputNames:
     tuple) has one output, named 'output': output_names={'last_hidden_state': 'output'} pairs a transformers model
     with a keras-hub backbone that returns its sequence output alone."""
 
-    def __init__(self, output_names: tuple[tuple[str, str], ...]) -> None:
-        self.to_target = dict(output_names)
+    def __init__(self, output_names: tuple[tuple[str, str | None], ...]) -> None:
+        self.to_target = {key: target for key, target in output_names if target is not None}
+        # Source outputs mapped to None: not compared (keras-hub's pooled_output against a BertModel built without
+        # its pooler), so they get no cotangent either, and layers that only feed them count as unused.
+        self.not_compared = tuple(key for key, target in output_names if target is None)
+
+    def source_keys_compared(self, source_outputs: Any) -> list[str]:
+        return [str(key) for key in outputs_by_name(source_outputs) if key not in self.not_compared]
+
+    def compared_source(self, source_outputs: Any) -> Any:
+        """The source's outputs without those mapped to None."""
+        if not self.not_compared or not isinstance(source_outputs, Mapping):
+            return source_outputs
+        return {key: value for key, value in source_outputs.items() if key not in self.not_compared}
+
+    def source_cotangents(self, source_outputs: Any, cotangents: list[np.ndarray | None]) -> list[np.ndarray | None]:
+        """The cotangents of the source's output leaves (in flatten order), None under an output not compared."""
+        if not self.not_compared:
+            return cotangents
+        keep = [key not in self.not_compared for key, value in outputs_by_name(source_outputs).items()
+                for _ in trees.flatten_tree(value, "")]
+        return [cotangent if kept else None for cotangent, kept in zip(cotangents, keep)]
 
     def _keys(self, source_outputs: Any, target_outputs: Any) -> dict[str, str]:
         """source key -> target key, for every source output key the target has."""
-        source_outputs, target_outputs = _by_name(source_outputs), _by_name(target_outputs)
-        unknown = [key for key in self.to_target if key not in source_outputs]
+        source_outputs, target_outputs = outputs_by_name(source_outputs), outputs_by_name(target_outputs)
+        unknown = [key for key in [*self.to_target, *self.not_compared] if key not in source_outputs]
         missing = [target for target in self.to_target.values() if target not in target_outputs]
         if unknown or missing:
             raise ParityUsageError(
@@ -69,29 +89,29 @@ class OutputNames:
                     f"{', '.join(map(repr, target_outputs))})" if missing else "") if part)
                 + "; its keys are the source's output names, its values the target's")
         return {key: self.to_target.get(key, key) for key in source_outputs
-                if self.to_target.get(key, key) in target_outputs}
+                if key not in self.not_compared and self.to_target.get(key, key) in target_outputs}
 
     def left_out(self, source_outputs: Any, target_outputs: Any) -> list[str]:
         """The target's output keys that no source output reads (not compared)."""
         used = set(self._keys(source_outputs, target_outputs).values())
-        return [str(key) for key in _by_name(target_outputs) if key not in used]
+        return [str(key) for key in outputs_by_name(target_outputs) if key not in used]
 
     def as_source(self, source_outputs: Any, target_outputs: Any) -> Any:
         """The target's outputs keyed by the source's names (a source key the target lacks stays missing, for the
         comparison to name); the bare output where the source returns one."""
-        named = _by_name(target_outputs)
+        named = outputs_by_name(target_outputs)
         renamed = {key: named[target] for key, target in self._keys(source_outputs, target_outputs).items()}
         return renamed if isinstance(source_outputs, Mapping) else renamed.get(SINGLE)
 
     def target_cotangents(self, source_outputs: Any, source_cotangents: list[np.ndarray | None],
                           target_outputs: Any) -> list[np.ndarray | None]:
         """The source's cotangents in the order of the target's output leaves (None for a leaf not compared)."""
-        source_paths = [path for key, value in _by_name(source_outputs).items()
+        source_paths = [path for key, value in outputs_by_name(source_outputs).items()
                         for path, _ in trees.flatten_tree(value, f"output[{key!r}]")]
         by_path = dict(zip(source_paths, source_cotangents))
         from_target = {target: key for key, target in self._keys(source_outputs, target_outputs).items()}
         cotangents: list[np.ndarray | None] = []
-        for key, value in _by_name(target_outputs).items():
+        for key, value in outputs_by_name(target_outputs).items():
             source_key = from_target.get(key)
             # A leaf's path below its output is the same on both sides: only the top-level name differs.
             for path, _ in trees.flatten_tree(value, ""):

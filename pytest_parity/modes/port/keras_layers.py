@@ -475,3 +475,40 @@ def read_structure(adapter: Any, leaves: list[Any], calls: list[LayerCall]) -> M
     unused = {layer.path: "never called on these inputs" for layer in leaves
               if layer.path not in seen and layer.weights}
     return ModelStructure(ops, calls, unused)
+
+
+def run_perturbed(adapter: Any, inputs: Any, device: str, layers: frozenset[str],
+                  noise_like: Callable[[tuple[int, ...], float, str], np.ndarray]) -> Any:
+    """The model's outputs (numpy) on a forward run with seeded noise added to every floating-point output of the
+    named leaf layers (port/reachability: which layers reach the compared outputs; ``noise_like(shape, scale of the
+    output, layer)`` makes it)."""
+    import tensorflow as tf
+
+    model = adapter.model
+    chosen = [layer for layer in leaf_layers(model) if layer.path in layers] if hasattr(model, "_flatten_layers") \
+        else []
+
+    def perturb(value: Any, label: str) -> Any:
+        if tf.is_tensor(value) and value.dtype.is_floating:
+            scale = float(tf.reduce_max(tf.abs(value))) if value.shape.num_elements() else 0.0
+            return value + tf.constant(noise_like(tuple(value.shape), scale, label), dtype=value.dtype)
+        return value
+
+    def wrap(layer: Any) -> Callable[..., Any]:
+        original = layer.call
+
+        def perturbed_call(*args: Any, **kwargs: Any) -> Any:
+            return tf.nest.map_structure(lambda value: perturb(value, layer.path), original(*args, **kwargs))
+
+        return perturbed_call
+
+    originals = {id(layer): layer.__dict__.get("call") for layer in chosen}
+    for layer in chosen:
+        layer.call = wrap(layer)
+    try:
+        return adapter.run(inputs, device, None)[0]
+    finally:
+        for layer in chosen:
+            del layer.call
+            if originals[id(layer)] is not None:
+                layer.call = originals[id(layer)]

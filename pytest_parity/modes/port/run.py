@@ -31,6 +31,7 @@ from pytest_parity.modes.port import (
     gradient_divergence,
     io_names,
     loaded,
+    reachability,
     trainability,
 )
 from pytest_parity.modes.port.ops import ModelStructure
@@ -132,15 +133,18 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
         source_values = source.weights()
         loaded_values = target.weights() if settings.target_weights == "loaded" else None
         if loaded_values is None:
-            plan, source_structure = carry_weights(source, target, inputs, target_inputs, device)
+            plan, source_structure = carry_weights(source, target, inputs, target_inputs, device, output_names)
         else:
-            plan, source_structure = _plan_keeping_loaded(source, target, inputs, target_inputs, device, loaded_values)
+            plan, source_structure = _plan_keeping_loaded(source, target, inputs, target_inputs, device, loaded_values,
+                                                          output_names)
         frozen = trainability.frozen_on_one_side(plan, source.trainable_names(), target.trainable_names(),
                                                  source.framework, target.framework)
         conversion_s = time.perf_counter() - started
 
         started = time.perf_counter()
         cotangents, make_cotangents = make_cotangent_source(seed_key, settings.seed)
+        if output_names is not None and output_names.not_compared:
+            make_cotangents = _without_uncompared(make_cotangents, output_names, source, inputs, device)
         source_outputs, source_input_grads, source_weight_grads = run_source(
             source, inputs, device, make_cotangents if settings.grad else None)
         refuse_non_finite(source_outputs, "output", source.description)
@@ -163,7 +167,9 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             not_compared = output_names.left_out(source_outputs, target_outputs)
             target_outputs = output_names.as_source(source_outputs, target_outputs)
         target_outputs = _to_source_layout(target_outputs, layouts)
-        outputs = compare.compare_trees(target_outputs, source_outputs, atol=settings.atol, rtol=settings.rtol)
+        outputs = compare.compare_trees(target_outputs, output_names.compared_source(source_outputs)
+                                        if output_names is not None else source_outputs,
+                                        atol=settings.atol, rtol=settings.rtol)
 
         grads = None
         near_zero = None
@@ -208,7 +214,10 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
                    *left_out_note(source.left_out_outputs, source.description),
                    *left_out_note(target.left_out_outputs, target.description),
                    *([f"outputs of {target.description} that output_names= gives no source output for, so not "
-                      f"compared: {', '.join(not_compared)}"] if not_compared else [])])
+                      f"compared: {', '.join(not_compared)}"] if not_compared else []),
+                   *([f"outputs of {source.description} that output_names= maps to None, so not compared: "
+                      f"{', '.join(output_names.not_compared)}"] if output_names and output_names.not_compared
+                     else [])])
         if not result.passed:
             refuse_if_not_a_function_of_its_inputs(source, inputs, device, source_outputs,
                                                    cotangents if settings.grad else None)
@@ -246,15 +255,34 @@ def _probe_activations(plan: TransferPlan, source: ModelAdapter, target: ModelAd
                                                for text in figures.unseen)]
 
 
+def _without_uncompared(make_cotangents: Callable[[list[np.ndarray]], list[np.ndarray | None]],
+                        output_names: io_names.OutputNames, source: ModelAdapter, inputs: ModelInputs,
+                        device: str) -> Callable[[list[np.ndarray]], list[np.ndarray | None]]:
+    """The source's cotangents with None under the outputs output_names= maps to None: what is not compared gets no
+    gradient either, so the weights that only feed it are unused (the cotangent list is shared, so it is edited in
+    place). The leaves' order is read from one forward run."""
+    probe = source.run(inputs, device, None)[0]
+
+    def make(leaves: list[np.ndarray]) -> list[np.ndarray | None]:
+        made = make_cotangents(leaves)
+        made[:] = output_names.source_cotangents(probe, made)
+        return made
+
+    return make
+
+
 def carry_weights(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, target_inputs: ModelInputs,
-                  device: str) -> tuple[TransferPlan, ModelStructure]:
+                  device: str, output_names: io_names.OutputNames | None = None) -> tuple[TransferPlan, ModelStructure]:
     """Record both models on the inputs, pair their layers and write the source's weights into the target (flatten
-    orders settled from the recorded activations). The plan and the source's recorded structure come back."""
+    orders settled from the recorded activations). The plan and the source's recorded structure come back.
+    ``output_names``: which outputs are compared, for the layers left out as not reaching them (port/reachability)."""
     source_values = source.weights()
     source_structure = _record_source(source, inputs, device)
     target_structure = _record_target(target, target_inputs, device)
     plan = plan_transfer(source_structure, target_structure, source_values, target.weights(),
-                         source.description, target.description)
+                         source.description, target.description,
+                         _unreached(source, target, inputs, target_inputs, device, source_structure, target_structure,
+                                    output_names))
     target.assign_weights(plan.transfer(source_values))
     settle_flatten_orders(plan, source_structure, target_structure, source_values,
                           lambda: _record_target(target, target_inputs, device), target.assign_weights)
@@ -262,19 +290,31 @@ def carry_weights(source: ModelAdapter, target: ModelAdapter, inputs: ModelInput
 
 
 def _plan_keeping_loaded(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, target_inputs: ModelInputs,
-                         device: str, loaded_values: dict[str, np.ndarray]) -> tuple[TransferPlan, ModelStructure]:
+                         device: str, loaded_values: dict[str, np.ndarray],
+                         output_names: io_names.OutputNames | None = None) -> tuple[TransferPlan, ModelStructure]:
     """carry_weights for target_weights='loaded': the same plan and flatten orders (settling them runs the target with
     the check's transfer), then the user's weights back into the target, so the check runs the target as loaded."""
     source_values = source.weights()
     source_structure = _record_source(source, inputs, device)
     target_structure = _record_target(target, target_inputs, device)
     plan = plan_transfer(source_structure, target_structure, source_values, loaded_values,
-                         source.description, target.description)
+                         source.description, target.description,
+                         _unreached(source, target, inputs, target_inputs, device, source_structure, target_structure,
+                                    output_names))
     target.assign_weights(plan.transfer(source_values))
     settle_flatten_orders(plan, source_structure, target_structure, source_values,
                           lambda: _record_target(target, target_inputs, device), target.assign_weights, loaded=True)
     target.assign_weights(loaded_values)
     return plan, source_structure
+
+
+def _unreached(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, target_inputs: ModelInputs,
+               device: str, source_structure: ModelStructure, target_structure: ModelStructure,
+               output_names: io_names.OutputNames | None) -> Callable[[], tuple[dict[str, str], dict[str, str]]]:
+    """What plan_transfer asks where the layers do not pair: each side's layers that do not reach the compared
+    outputs (perturbed one at a time, so only a refused pairing pays for it)."""
+    return lambda: reachability.find_unreached(source, target, inputs, target_inputs, device, source_structure,
+                                               target_structure, output_names)
 
 
 def _loaded_constant_note(source_values: dict[str, np.ndarray], settings: ParitySettings) -> list[str]:

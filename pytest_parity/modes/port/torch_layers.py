@@ -348,3 +348,33 @@ def read_structure(adapter: Any, leaves: list[tuple[str, Any]], calls: list[Laye
     unused = {key: "never called on these inputs" for key, (_, module) in by_path.items()
               if key not in seen and any(True for _ in module.parameters())}
     return ModelStructure(ops, calls, unused)
+
+
+def run_perturbed(adapter: Any, inputs: Any, device: str, layers: frozenset[str],
+                  noise_like: Callable[[tuple[int, ...], float, str], np.ndarray]) -> Any:
+    """The model's outputs (numpy) on a forward run with seeded noise added to every floating-point output of the
+    named leaf modules (port/reachability: which layers reach the compared outputs; ``noise_like(shape, scale of the
+    output, layer)`` makes it)."""
+    import torch
+
+    def perturb(value: Any, label: str) -> Any:
+        if torch.is_tensor(value) and value.is_floating_point():
+            scale = float(value.detach().abs().max()) if value.numel() else 0.0
+            noise = torch.from_numpy(noise_like(tuple(value.shape), scale, label))
+            return value + noise.to(value.device, value.dtype)
+        if isinstance(value, (tuple, list)):
+            return type(value)(perturb(item, label) for item in value)
+        return value
+
+    def hook_for(label: str) -> Callable[..., Any]:
+        def hook(module: Any, args: Any, output: Any) -> Any:
+            return perturb(output, label)
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(path or type(module).__name__))
+               for path, module in leaf_modules(adapter.module) if (path or type(module).__name__) in layers]
+    try:
+        return adapter.run(inputs, device, None)[0]
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pytest_parity.errors import WeightTransferError
+from pytest_parity.modes.port import reachability
 from pytest_parity.modes.port.ops import (
     Binding,
     ModelStructure,
@@ -173,7 +174,38 @@ def matching_parts(source: Binding, target: Binding) -> list[tuple[Binding, Bind
 
 
 def plan_transfer(source: ModelStructure, target: ModelStructure, source_values: Values, target_values: Values,
-                  source_label: str, target_label: str) -> TransferPlan:
+                  source_label: str, target_label: str,
+                  unreached: Callable[[], tuple[dict[str, str], dict[str, str]]] | None = None) -> TransferPlan:
+    """The pairs of ops, by order of use (see the module's note). Where the layers do not pair, ``unreached`` (when
+    given) says which layers of each side (source, target) do not reach the compared outputs (port/reachability): they
+    are left out, named as unused, and the rest paired again; the refusal stands, naming what was left out, where
+    that does not make them pair."""
+    try:
+        return _paired(source, target, source_values, target_values, source_label, target_label)
+    except WeightTransferError as refusal:
+        if unreached is None:
+            raise
+        source_unreached, target_unreached = unreached()
+        if not source_unreached and not target_unreached:
+            raise refusal from None
+        try:
+            plan = _paired(reachability.pruned(source, source_unreached), reachability.pruned(target, target_unreached),
+                           source_values, target_values, source_label, target_label)
+        except WeightTransferError as still:
+            raise WeightTransferError(str(still) + reachability.pruned_text(source_unreached, target_unreached)) \
+                from None
+    for side, layers, values in (("source", source_unreached, source_values), ("target", target_unreached,
+                                                                                target_values)):
+        for layer, why in layers.items():
+            names = _variables_of_layer(layer, values)
+            plan.notes.append(
+                f"{side} layer {layer!r} {why}: left out of the pairing; its weights ({', '.join(names) or 'none'}) "
+                + ("were neither carried nor compared" if side == "target" else "are reported unused"))
+    return plan
+
+
+def _paired(source: ModelStructure, target: ModelStructure, source_values: Values, target_values: Values,
+            source_label: str, target_label: str) -> TransferPlan:
     source_shapes = [_tensor_shapes(op, source_values) for op in source.ops]
     target_shapes = [_tensor_shapes(op, target_values) for op in target.ops]
     order, notes = _embeddings_paired_by_shape(source.ops, target.ops, source_shapes, target_shapes)
