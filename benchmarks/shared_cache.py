@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,12 @@ def run_round(name: str, commands: list[list[str]], reports: list[Path], env: di
     started = time.perf_counter()
     processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True) for command in commands]
-    shard_walls = []
-    for process in processes:
-        output, _ = process.communicate()
-        shard_walls.append(time.perf_counter() - started)
+    # Each shard's own finish time: read the outputs on threads, so a shard that ends early is not timed when the
+    # loop gets to it.
+    with ThreadPoolExecutor(len(processes)) as pool:
+        finished = list(pool.map(lambda process: (process.communicate()[0], time.perf_counter()), processes))
+    shard_walls = [at - started for _, at in finished]
+    for process, (output, _) in zip(processes, finished):
         if process.returncode != 0:
             raise SystemExit(f"{name}: a shard failed (exit {process.returncode}):\n{output[-4000:]}")
         if "ParityCacheWarning" in output:
