@@ -32,6 +32,7 @@ from pytest_parity.modes.port import (
     io_names,
     loaded,
     reachability,
+    recurrent_cells,
     trainability,
 )
 from pytest_parity.modes.port.ops import ModelStructure
@@ -228,6 +229,8 @@ def _check(source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs, layo
             if not outputs.passed:
                 result.diagnosis = _locate(plan, source, target, inputs, target_inputs, source_structure, layouts,
                                            settings, device, result.layers)
+                result.diagnosis = _gate_order(plan, source_values, target, target_inputs, device, source_outputs,
+                                               output_names, layouts, settings) or result.diagnosis
             elif grads:
                 result.diagnosis, result.explained_gradients = divergence.padding_rows(
                     plan, grads, source_weight_grads or {}, carried, settings.grad_atol, settings.grad_rtol)
@@ -460,6 +463,29 @@ def _locate_backward(plan: TransferPlan, source: ModelAdapter, target: ModelAdap
                                           source_weights, _carried_names(target, plan))
     except Exception as error:  # the diagnosis must never hide the failure it explains
         return f"the per-layer gradient comparison could not run ({type(error).__name__}: {error})"
+
+
+def _gate_order(plan: TransferPlan, source_values: dict[str, np.ndarray], target: ModelAdapter,
+                target_inputs: ModelInputs, device: str, source_outputs: Any, output_names: io_names.OutputNames | None,
+                layouts: LayoutPair | None, settings: ParitySettings) -> str | None:
+    """A hand-written recurrent cell's gates used in another order, where another order makes the outputs agree
+    (port/recurrent_cells); the target gets the carried weights back after."""
+    expected = output_names.compared_source(source_outputs) if output_names is not None else source_outputs
+
+    def outputs_agree() -> bool:
+        target.assign_weights(plan.transfer(source_values))
+        outputs = target.run(target_inputs, device, None)[0]
+        if output_names is not None:
+            outputs = output_names.as_source(source_outputs, outputs)
+        return compare.compare_trees(_to_source_layout(outputs, layouts), expected, atol=settings.atol,
+                                     rtol=settings.rtol).passed
+
+    try:
+        return recurrent_cells.gate_order_finding(plan.pairs, outputs_agree)
+    except Exception:  # the diagnosis must never hide the failure it explains
+        return None
+    finally:
+        target.assign_weights(plan.transfer(source_values))
 
 
 def _locate(plan: TransferPlan, source: ModelAdapter, target: ModelAdapter, inputs: ModelInputs,

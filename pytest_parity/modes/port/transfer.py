@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pytest_parity.errors import WeightTransferError
-from pytest_parity.modes.port import reachability
+from pytest_parity.modes.port import reachability, recurrent_cells
 from pytest_parity.modes.port.ops import (
     Binding,
     ModelStructure,
@@ -212,6 +212,7 @@ def _paired(source: ModelStructure, target: ModelStructure, source_values: Value
     target = ModelStructure([target.ops[i] for i in order], target.calls, target.unused, target.part_calls)
     target_shapes = [target_shapes[i] for i in order]
     source_ops, target_ops = list(source.ops), list(target.ops)
+    notes += recurrent_cells.fuse_hand_written_cells(source_ops, target_ops, source_shapes, target_shapes)
     notes += _fused_projections_split(source_ops, target_ops, source_shapes, target_shapes)
     source = ModelStructure(source_ops, source.calls, source.unused, source.part_calls)
     target = ModelStructure(target_ops, target.calls, target.unused, target.part_calls)
@@ -331,7 +332,9 @@ def _tensor_shapes(op: ParamOp, values: Values) -> dict[str, tuple[int, ...]]:
 def _pair_problem(source: ParamOp, target: ParamOp, source_shapes: dict[str, tuple[int, ...]],
                   target_shapes: dict[str, tuple[int, ...]]) -> str | None:
     if source.op != target.op:
-        return f"different operations: {source.op} ({source.kind}) vs {target.op} ({target.kind})"
+        cells = {source.op, target.op} & set(recurrent_cells.GATES)
+        return (f"different operations: {source.op} ({source.kind}) vs {target.op} ({target.kind})"
+                + (f"; {recurrent_cells.SUPPORTED}" if cells and {source.op, target.op} & {"Gemm"} else ""))
     for key in sorted(set(source_shapes) | set(target_shapes)):
         if key not in target_shapes:
             return (f"{source.layer!r} has {_tensor_word(key)} {key}{shape_text(source_shapes[key])} "
